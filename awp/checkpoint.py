@@ -1,0 +1,105 @@
+"""Checkpoints: a plain dict that ``torch.load(path, weights_only=True)`` reads (DESIGN.md).
+
+Keys: ``model`` (state dict without ``module.`` prefixes), ``arch``, ``arch_kwargs``, ``dataset``,
+``method``, ``awp_gamma``, ``epoch``, ``metrics`` (train/test clean and robust accuracy with the
+attack that measured them), ``config``; ``last.pt`` adds what resuming needs. Loading never
+unpickles arbitrary objects; a file that would need it is refused with a message saying why.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from awp.errors import UserError
+from awp.io import atomic_torch_save
+from awp.models import build_model
+
+FORMAT_VERSION = 1
+REQUIRED = ("model", "arch", "arch_kwargs")
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefixes=("module.", "_orig_mod.")) -> dict[str, torch.Tensor]:
+    """Remove DataParallel / DDP / torch.compile prefixes from state-dict keys."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict on the CPU, prefixes removed."""
+    return {k: v.detach().cpu() for k, v in strip_prefix(model.state_dict()).items()}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, arch_kwargs: dict[str, Any],
+                    dataset: str, method: str, awp_gamma: float, epoch: int,
+                    metrics: dict[str, Any], config: dict[str, Any], **extra: Any) -> None:
+    """Write a checkpoint atomically; ``extra`` (optimizer state, RNG states...) is stored as is."""
+    payload = {"format_version": FORMAT_VERSION, "model": model_state(model), "arch": arch,
+               "arch_kwargs": dict(arch_kwargs), "dataset": dataset, "method": method,
+               "awp_gamma": float(awp_gamma), "epoch": int(epoch), "metrics": dict(metrics),
+               "config": dict(config), **extra}
+    atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict, read safely; every failure is one :class:`UserError` line."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise UserError(
+            f"refusing to load {path}: it needs arbitrary unpickling, which can run code "
+            f"({first[:160]}); if you trust the file, convert it with `awp import-checkpoint`") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({reason})") from exc
+    if not isinstance(payload, dict) or not all(k in payload for k in REQUIRED):
+        raise UserError(f"{path} is not a checkpoint of this toolkit (no {'/'.join(REQUIRED)} keys); "
+                        f"import foreign checkpoints with `awp import-checkpoint`")
+    return payload
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming missing/unexpected keys."""
+    state = strip_prefix(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        raise UserError(f"weights in {source} do not fit the architecture: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, meta) from a checkpoint; meta is the dict without the weights."""
+    payload = read_checkpoint(path, map_location)
+    model = build_model(payload["arch"], **payload["arch_kwargs"])
+    load_state_strict(model, payload["model"], str(path))
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "model"}
+    meta["path"] = str(path)
+    return model.to(map_location), meta

@@ -1,0 +1,26 @@
+"""Expected failures and how the command line reports them.
+
+Every mistake a user can make (a missing file, an unknown preset, a nonsensical hyperparameter)
+raises a :class:`UserError` with a one-line message. The console command turns it into that one
+line on stderr and a non-zero exit status (2 for bad usage); a traceback appears only with
+``--debug``. Anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A failure the user can fix; the message is shown as one line, exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """Bad usage of a command or API (unknown name, wrong type, bad range); exit status 2."""
+
+    exit_code = 2
+
+
+def require(condition: bool, message: str, error: type[UserError] = UsageError) -> None:
+    """Raise ``error(message)`` unless ``condition`` holds."""
+    if not condition:
+        raise error(message)

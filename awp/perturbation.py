@@ -1,0 +1,148 @@
+"""Adversarial Weight Perturbation (Wu, Xia, Wang, NeurIPS 2020, Eq. 7-9 and the official code).
+
+AWP solves min_w max_{v in V} rho(w + v) with V = {v : ||v_l|| <= gamma ||w_l|| for every layer l}.
+The official one-step implementation, which is what this module computes by default:
+
+1. g_l = d loss / d w_l of the method's own training loss on (x, x_adv, y), with BatchNorm on
+   batch statistics (train mode) and the model's running statistics left untouched;
+2. v_l = gamma ||w_l|| g_l / (||g_l|| + 1e-20), only for conv and linear weights
+   (:func:`awp.weights.is_weight`), computed in float32;
+3. w <- w + v; the training step is taken there; w <- w - v.
+
+The official code gets g through a proxy model (a state-dict copy and one SGD step on the negated
+loss); the proxy's learning rate cancels in step 2, so this module takes the gradient directly
+with ``torch.autograd.grad`` on the model itself: no copy, and ``.grad`` is never touched.
+K > 1 ascent steps with projection onto V are an extension (``steps``), not the paper's method.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from awp.attacks import model_mode
+from awp.errors import UsageError
+from awp.weights import named_weights
+
+EPS = 1e-20  # the official code's guard; float32 keeps it representable (it underflows in fp16)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module that owns the parameters (DistributedDataParallel and torch.compile wrap it)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def _global_gradient(grads: list[Tensor]) -> list[Tensor]:
+    """Average the ascent gradient over processes, so v follows the whole global batch."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for g in grads:
+            dist.all_reduce(g)
+            g /= dist.get_world_size()
+    return grads
+
+
+class WeightPerturbation:
+    """A perturbation v of named weights, applied only inside :meth:`applied`.
+
+    ``tensors`` maps parameter names to float32 tensors shaped like the parameters.
+    """
+
+    def __init__(self, model: nn.Module, tensors: dict[str, Tensor]):
+        self.model = model
+        self.tensors = tensors
+        params = dict(_unwrap(model).named_parameters())
+        self._params = [(params[name], v) for name, v in tensors.items()]
+
+    def norms(self) -> dict[str, float]:
+        """||v_l|| for each perturbed tensor."""
+        return {name: float(v.norm()) for name, v in self.tensors.items()}
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator["WeightPerturbation"]:
+        """w += v on entry and w -= v on exit, even when the block raises.
+
+        When nothing inside the block changed a weight in place, exit restores the saved
+        original bit for bit (w + v - v is not exact in floating point); when the block did
+        change it (an optimizer step taken at w + v, as AWP prescribes), exit subtracts v from
+        the updated weight, exactly like the official code.
+        """
+        saved = []
+        with torch.no_grad():
+            for param, v in self._params:
+                original = param.detach().clone()
+                param.add_(v.to(param.dtype))
+                saved.append((param, v, original, param._version))
+        try:
+            yield self
+        finally:
+            with torch.no_grad():
+                for param, v, original, version in saved:
+                    if param._version == version:
+                        param.copy_(original)
+                    else:
+                        param.sub_(v.to(param.dtype))
+
+
+class AdversarialWeightPerturbation:
+    """Computes AWP's worst-case weight perturbation for a loss; never changes the model.
+
+    Usage (DESIGN.md)::
+
+        awp = AdversarialWeightPerturbation(model, gamma=0.01)
+        v = awp.compute(lambda m: method.loss(m, x, x_adv, y))   # model and BN stats unchanged
+        with v.applied():                                        # w += v, then w -= v on exit
+            loss = method.loss(model, x, x_adv, y); opt.zero_grad(); loss.backward(); opt.step()
+
+    ``gamma``: relative size per layer, ||v_l|| = gamma ||w_l||. ``steps``: ascent steps (1 is the
+    paper's method; more is projected ascent onto V with relative step ``step_size``, default gamma).
+    """
+
+    def __init__(self, model: nn.Module, gamma: float = 0.01, *, steps: int = 1,
+                 step_size: float | None = None):
+        if not 0 < gamma <= 1:
+            raise UsageError(f"awp gamma must be in (0, 1] (a relative weight norm), got {gamma}")
+        if int(steps) != steps or steps < 1:
+            raise UsageError(f"awp steps must be a whole number >= 1, got {steps}")
+        self.model = model
+        self.gamma = float(gamma)
+        self.steps = int(steps)
+        self.step_size = float(gamma if step_size is None else step_size)
+        self.names = [name for name, _ in named_weights(_unwrap(model))]
+        if not self.names:
+            raise UsageError("the model has no conv or linear weight for AWP to perturb")
+
+    def _gradient(self, loss_fn: Callable[[nn.Module], Tensor]) -> list[Tensor]:
+        params = dict(_unwrap(self.model).named_parameters())
+        loss = loss_fn(self.model)
+        grads = torch.autograd.grad(loss, [params[n] for n in self.names], allow_unused=True)
+        return _global_gradient([torch.zeros_like(params[n], dtype=torch.float32) if g is None
+                                 else g.detach().float() for n, g in zip(self.names, grads)])
+
+    def compute(self, loss_fn: Callable[[nn.Module], Tensor]) -> WeightPerturbation:
+        """v for ``loss_fn(model)`` (a scalar to maximize), with BN in train mode, stats restored."""
+        module = _unwrap(self.model)
+        params = dict(module.named_parameters())
+        w_norms = [params[n].detach().float().norm() for n in self.names]
+        buffers = [(b, b.detach().clone()) for b in module.buffers()]
+        v = [torch.zeros_like(params[n], dtype=torch.float32) for n in self.names]
+        try:
+            with model_mode(self.model, "train"):
+                for step in range(self.steps):
+                    if step == 0:
+                        grads = self._gradient(loss_fn)
+                    else:
+                        with WeightPerturbation(self.model, dict(zip(self.names, v))).applied():
+                            grads = self._gradient(loss_fn)
+                    for v_l, g_l, w_norm in zip(v, grads, w_norms):
+                        v_l += self.step_size * w_norm * g_l / (g_l.norm() + EPS)
+                        if self.steps > 1:  # project back onto ||v_l|| <= gamma ||w_l||
+                            v_l *= torch.clamp(self.gamma * w_norm / (v_l.norm() + EPS), max=1.0)
+        finally:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+        return WeightPerturbation(self.model, dict(zip(self.names, v)))

@@ -1,0 +1,293 @@
+"""The training loop: one adversarial training step (optionally with AWP) and ``fit``.
+
+A step (Wu et al. 2020, Algorithm 1, official one-step form):
+1. x_adv = method.attack(model, x, y) on the current weights w;
+2. with AWP: v = AWP.compute(method.loss on (x, x_adv, y)) (BN running stats untouched);
+3. at w + v (or w): loss = method.loss, backward, optimizer step (momentum and weight decay act
+   at w + v, as in the official code), then w <- w - v.
+
+``fit`` runs epochs of such steps, measures train/val/test clean and robust accuracy at the
+unperturbed weights in eval mode after every epoch (``awp.metrics``), and writes the run folder
+of DESIGN.md: config.json, meta.json, metrics.csv, epoch_NNN.pt, best.pt (best validation robust
+accuracy) and last.pt (everything needed to resume bit for bit on CPU).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from awp import __version__
+from awp.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
+from awp.config import TrainConfig, config_from_dict
+from awp.data import DataSplits, build_dataset, iterate_batches, iterate_mixed_batches, num_batches
+from awp.errors import UserError, UsageError
+from awp.io import atomic_write_json, read_csv_rows, write_csv
+from awp.methods import Method, get_method
+from awp.metrics import AttackSpec, clean_and_robust
+from awp.models import build_model
+from awp.perturbation import AdversarialWeightPerturbation
+from awp.runtime import CPU, Runtime, resolve_runtime
+from awp.schedule import learning_rate
+
+SPLITS = ("train", "val", "test")
+QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
+COLUMNS = (["epoch", "lr", "awp_active", "train_batch_loss", "train_batch_adv_acc"]
+           + [f"{s}_{q}" for s in SPLITS for q in QUANTITIES] + ["time"])
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, x: Tensor,
+               y: Tensor, awp: AdversarialWeightPerturbation | None = None, *,
+               runtime: Runtime = CPU, scaler: torch.amp.GradScaler | None = None,
+               sync: bool = True) -> dict[str, Any]:
+    """One training step; returns floats (``sync=False``: 0-dim tensors, no host sync).
+
+    Keys: ``loss`` (the training loss, at w + v with AWP), ``adv_acc`` (accuracy of the training
+    forward on x_adv, train mode, at w + v: a training-time statistic, not the robust accuracy of
+    the gap), ``awp`` (1.0 when a weight perturbation was applied).
+    """
+    model.train()
+    with runtime.autocast():
+        x_adv = method.attack(model, x, y)
+
+    def objective(m: nn.Module) -> Tensor:
+        with runtime.autocast():
+            return method.loss(m, x, x_adv, y)
+
+    def step() -> dict[str, Tensor]:
+        with runtime.autocast():
+            out = method.forward(model, x, x_adv, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            out["loss"].backward()
+            optimizer.step()
+        else:
+            scaler.scale(out["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return out
+
+    if awp is not None:
+        with awp.compute(objective).applied():
+            out = step()
+    else:
+        out = step()
+    stats = {"loss": out["loss"].detach(),
+             "adv_acc": (out["logits_adv"].argmax(1) == y).float().mean().detach(),
+             "awp": torch.tensor(float(awp is not None))}
+    return {k: float(v) for k, v in stats.items()} if sync else stats
+
+
+@dataclass
+class _State:
+    epoch: int = 0                     # epochs completed
+    best_robust_acc: float = -1.0
+    best_epoch: int = 0
+
+
+def _arch_kwargs(config: TrainConfig, data: DataSplits) -> dict[str, Any]:
+    kwargs = {"num_classes": data.num_classes, "in_channels": data.image_shape[0]}
+    if config.normalize:
+        kwargs.update(mean=list(data.mean), std=list(data.std))
+    return {**kwargs, **config.model_kwargs}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _meta(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
+    return {"awp_toolkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": str(runtime.device),
+            "device_name": (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
+                            else platform.processor() or "cpu"),
+            "precision": runtime.precision, "seed": config.seed, "argv": sys.argv,
+            "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _batches(config: TrainConfig, data: DataSplits, method: Method, epoch: int, runtime: Runtime):
+    if method.uses_unlabeled:
+        if data.unlabeled is None:
+            raise UsageError("method 'rst' needs unlabeled=PATH (see `awp pseudo-label`)")
+        for x, y, _ in iterate_mixed_batches(data.train, data.unlabeled, config.batch_size,
+                                             unsup_fraction=config.unsup_fraction, seed=config.seed,
+                                             epoch=epoch, device=runtime.device, augment=data.augment):
+            yield x, y
+    else:
+        yield from iterate_batches(data.train, config.batch_size, shuffle=True, seed=config.seed,
+                                   epoch=epoch, device=runtime.device, augment=data.augment)
+
+
+def _iterations(config: TrainConfig, data: DataSplits, method: Method) -> int:
+    if method.uses_unlabeled:
+        per_batch = config.batch_size - round(config.batch_size * config.unsup_fraction)
+        return -(-len(data.train) // max(per_batch, 1))
+    return num_batches(len(data.train), config.batch_size, False)
+
+
+def _measure(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,
+             runtime: Runtime) -> dict[str, float]:
+    sets = {"train": data.train.tensors(limit=config.eval_train_samples),
+            "val": data.val.tensors() if data.val is not None and len(data.val) else None,
+            "test": data.test.tensors(limit=config.eval_test_samples)}
+    row: dict[str, float] = {}
+    for split, tensors in sets.items():
+        result = (clean_and_robust(model, *tensors, attack, batch_size=config.eval_batch_size, runtime=runtime)
+                  if tensors is not None else dict.fromkeys(QUANTITIES, float("nan")))
+        row.update({f"{split}_{k}": v for k, v in result.items()})
+    return row
+
+
+def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
+        progress: bool = True, log: Callable[[str], None] | None = None) -> tuple[nn.Module, Path | None]:
+    """Train ``config``; returns (trained model in eval mode, run folder or None when not saving).
+
+    ``out_dir`` None trains in memory only (a notebook's quick try). ``resume`` continues from
+    ``out_dir/last.pt``: model, optimizer, epoch, RNG states; data order and augmentation are
+    functions of (seed, epoch), so the result is bit-identical to an uninterrupted run on CPU.
+    """
+    config.validate()
+    log = log or (lambda message: None)
+    run = Path(out_dir) if out_dir is not None else None
+    runtime = resolve_runtime(config.device, config.precision, config.channels_last, config.compile)
+    if run is not None:
+        _check_run_folder(run, config, resume)
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    data = build_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
+                         val_size=config.val_size, train_subset=config.train_subset,
+                         split_seed=config.split_seed, unlabeled=config.unlabeled)
+    arch_kwargs = _arch_kwargs(config, data)
+    model = runtime.prepare_model(build_model(config.model, **arch_kwargs))
+    hparams = dict(eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
+                   norm=config.norm, beta=config.beta)
+    if config.attack_mode is not None:
+        hparams["attack_mode"] = config.attack_mode
+    method = get_method(config.method, **hparams)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                nesterov=config.nesterov, weight_decay=config.weight_decay)
+    scaler = runtime.grad_scaler()
+    forward_model = runtime.compiled(model)
+    awp = (AdversarialWeightPerturbation(forward_model, config.awp_gamma, steps=config.awp_steps)
+           if config.awp_gamma > 0 else None)
+    attack = AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
+                        norm=config.norm, seed=config.seed)
+    state = _State()
+    rows: list[dict[str, Any]] = []
+
+    if run is not None and resume and (run / "last.pt").exists():
+        last = read_checkpoint(run / "last.pt", map_location=runtime.device)
+        load_state_strict(model, last["model"], str(run / "last.pt"))
+        optimizer.load_state_dict(last["optimizer"])
+        scaler.load_state_dict(last.get("scaler", {})) if last.get("scaler") else None
+        state = _State(epoch=last["epoch"], best_robust_acc=last["best_robust_acc"], best_epoch=last["best_epoch"])
+        _set_rng_state(last["rng"])
+        rows = [r for r in read_csv_rows(run / "metrics.csv") if int(r["epoch"]) <= state.epoch]
+        log(f"resuming {run} after epoch {state.epoch}")
+    elif run is not None:
+        try:  # only now, once data and model are known to load: a bad input leaves nothing behind
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create run folder {run}: {exc.strerror or exc}") from exc
+        atomic_write_json(run / "config.json", config.to_dict())
+        atomic_write_json(run / "meta.json", _meta(config, runtime))
+
+    def checkpoint(path: Path, epoch: int, metrics: dict[str, Any], **extra: Any) -> None:
+        save_checkpoint(path, model, arch=config.model, arch_kwargs=arch_kwargs, dataset=config.dataset,
+                        method=config.method, awp_gamma=config.awp_gamma, epoch=epoch,
+                        metrics={**metrics, "attack": attack.name}, config=config.to_dict(), **extra)
+
+    iterations = _iterations(config, data, method)
+    bar = _progress(range(state.epoch, config.epochs), progress, initial=state.epoch, total=config.epochs)
+    for epoch_index in bar:
+        epoch = epoch_index + 1
+        started = time.perf_counter()
+        active = awp if (awp is not None and epoch_index >= config.awp_warmup) else None
+        sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)
+        finite = []
+        lr = config.lr
+        count = 0
+        for i, (x, y) in enumerate(_batches(config, data, method, epoch_index, runtime)):
+            lr = learning_rate(config.lr, epoch_index + (i + 1) / iterations, config.epochs,
+                               config.schedule, config.lr_milestones, config.lr_decay)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            stats = train_step(forward_model, optimizer, method, runtime.batch(x), y, active,
+                               runtime=runtime, scaler=scaler if scaler.is_enabled() else None, sync=False)
+            sums += torch.stack([stats["loss"], stats["adv_acc"]]).double()
+            finite.append(torch.isfinite(stats["loss"]))
+            count += 1
+        bad = (~torch.stack(finite)).nonzero()
+        if len(bad):
+            kept = f"; the last good checkpoint is {run / 'last.pt'}" if run is not None and state.epoch else ""
+            raise UserError(f"non-finite training loss at epoch {epoch}, step {int(bad[0]) + 1}{kept}"
+                            f" (lower lr, check the data, or use precision=fp32)")
+        model.eval()
+        row = {"epoch": epoch, "lr": lr, "awp_active": int(active is not None),
+               "train_batch_loss": float(sums[0] / count), "train_batch_adv_acc": float(sums[1] / count),
+               **_measure(forward_model, data, config, attack, runtime),
+               "time": time.perf_counter() - started}
+        rows.append(row)
+        selected = row["val_robust_acc" if config.select_on == "val" else "test_robust_acc"]
+        improved = selected > state.best_robust_acc
+        if improved:
+            state.best_robust_acc, state.best_epoch = selected, epoch
+        state.epoch = epoch
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train_rob=f"{row['train_robust_acc']:.3f}", test_rob=f"{row['test_robust_acc']:.3f}")
+        if run is None:
+            continue
+        write_csv(run / "metrics.csv", rows, COLUMNS)
+        metrics = {k: v for k, v in row.items() if k != "time"}
+        if improved:
+            checkpoint(run / "best.pt", epoch, {**metrics, "selected_on": config.select_on})
+        if epoch % config.save_every == 0 or epoch == config.epochs:
+            checkpoint(run / f"epoch_{epoch:03d}.pt", epoch, metrics)
+        checkpoint(run / "last.pt", epoch, metrics, optimizer=optimizer.state_dict(),
+                   scaler=scaler.state_dict() if scaler.is_enabled() else {}, rng=_rng_state(),
+                   best_robust_acc=state.best_robust_acc, best_epoch=state.best_epoch)
+    model.eval()
+    return model, run
+
+
+def _check_run_folder(run: Path, config: TrainConfig, resume: bool) -> None:
+    if run.exists() and not run.is_dir():
+        raise UsageError(f"--out {run} is a file, not a folder")
+    has_run = (run / "metrics.csv").exists() or (run / "last.pt").exists()
+    if has_run and not resume:
+        raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and (run / "config.json").exists():
+        saved = json.loads((run / "config.json").read_text())
+        if config_from_dict(saved).to_dict() != config.to_dict():
+            differing = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
+            raise UsageError(f"--resume with a different config than {run}/config.json (differs in: "
+                             f"{', '.join(differing[:5])})")
+
+
+def _progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, unit="epoch", dynamic_ncols=True, leave=False, **kwargs)

@@ -1,0 +1,220 @@
+"""AWP (REFERENCE §3) against an independent hand-written reference of the official proxy step."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from awp.errors import UsageError
+from awp.methods import get_method
+from awp.models import build_model
+from awp.perturbation import AdversarialWeightPerturbation
+from awp.weights import is_weight
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    model = build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.3], std=[0.4])
+    # Non-trivial running statistics, so that "untouched" is a real check.
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(32, 1, 8, 8))
+    return model
+
+
+def _batch(seed=1, n=16):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x_adv = (x + 0.2 * (2 * torch.rand(x.shape, generator=g) - 1)).clamp(0, 1)
+    return x, x_adv, y
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_relative_norm_per_layer_and_nothing_else_perturbed():
+    model = _model()
+    x, x_adv, y = _batch()
+    method = get_method("at")
+    v = AdversarialWeightPerturbation(model, gamma=0.02).compute(lambda m: method.loss(m, x, x_adv, y))
+    params = dict(model.named_parameters())
+    expected = {n for n, p in params.items() if p.dim() >= 2 and "weight" in n}
+    assert set(v.tensors) == expected and expected
+    for name, tensor in v.tensors.items():
+        assert torch.allclose(tensor.norm(), 0.02 * params[name].detach().norm(), rtol=1e-5)
+    before = _snapshot(model)
+    with v.applied():
+        for name, value in model.state_dict().items():
+            changed = not torch.equal(value, before[name])
+            assert changed == (name in expected), name
+
+
+def test_direction_is_the_normalized_gradient_of_the_loss_in_train_mode():
+    model = _model()
+    x, x_adv, y = _batch()
+    gamma = 0.01
+    v = AdversarialWeightPerturbation(model, gamma=gamma).compute(
+        lambda m: F.cross_entropy(m(x_adv), y))
+    ref = copy.deepcopy(model).train()
+    F.cross_entropy(ref(x_adv), y).backward()
+    for name, p in ref.named_parameters():
+        if name in v.tensors:
+            w = dict(model.named_parameters())[name].detach()
+            expected = gamma * w.norm() * p.grad / p.grad.norm()
+            assert torch.allclose(v.tensors[name], expected, atol=1e-7, rtol=1e-5)
+
+
+def test_compute_leaves_model_buffers_grads_and_mode_untouched():
+    model = _model()
+    model.eval()
+    x, x_adv, y = _batch()
+    before = _snapshot(model)
+    method = get_method("trades")
+    AdversarialWeightPerturbation(model, gamma=0.01).compute(lambda m: method.loss(m, x, x_adv, y))
+    after = model.state_dict()
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name  # bit-identical, BN buffers included
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_applied_restores_bit_for_bit_also_on_error():
+    model = _model()
+    x, x_adv, y = _batch()
+    method = get_method("at")
+    v = AdversarialWeightPerturbation(model, gamma=0.05).compute(lambda m: method.loss(m, x, x_adv, y))
+    model.eval()  # a train-mode forward inside the block would (rightly) move the BN statistics
+    before = _snapshot(model)
+    with v.applied():
+        pass
+    assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
+    with pytest.raises(RuntimeError, match="boom"):
+        with v.applied():
+            model(x)
+            raise RuntimeError("boom")
+    assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
+
+
+def _official_step(model, opt, x, x_adv, y, gamma, proxy_loss):
+    """Hand-written reference of the official AWP code path (utils_awp.AdvWeightPerturb)."""
+    proxy = copy.deepcopy(model)
+    proxy.load_state_dict(model.state_dict())
+    proxy.train()
+    proxy_opt = torch.optim.SGD(proxy.parameters(), lr=0.01)
+    loss = -proxy_loss(proxy)
+    proxy_opt.zero_grad()
+    loss.backward()
+    proxy_opt.step()
+    diff = {}
+    for (key, old), (_, new) in zip(model.state_dict().items(), proxy.state_dict().items()):
+        if old.dim() <= 1 or "weight" not in key:
+            continue
+        d = new - old
+        diff[key] = old.norm() / (d.norm() + 1e-20) * d
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, d in diff.items():
+            params[key].add_(gamma * d)
+    return diff, params
+
+
+def _restore(params, diff, gamma):
+    with torch.no_grad():
+        for key, d in diff.items():
+            params[key].sub_(gamma * d)
+
+
+def _opt(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+
+def _ours(model, method, x, x_adv, y, gamma, steps=2):
+    opt = _opt(model)
+    awp = AdversarialWeightPerturbation(model, gamma=gamma)
+    for _ in range(steps):
+        model.train()
+        with awp.compute(lambda m: method.loss(m, x, x_adv, y)).applied():
+            loss = method.loss(model, x, x_adv, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+def test_at_awp_step_matches_official_proxy_reference():
+    gamma = 0.01
+    x, x_adv, y = _batch()
+    ours = _ours(_model(), get_method("at"), x, x_adv, y, gamma)
+    ref = _model()
+    opt = _opt(ref)
+    for _ in range(2):
+        ref.train()
+        diff, params = _official_step(ref, opt, x, x_adv, y, gamma, lambda m: F.cross_entropy(m(x_adv), y))
+        loss = F.cross_entropy(ref(x_adv), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        _restore(params, diff, gamma)
+    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert torch.allclose(a, b, atol=2e-6, rtol=1e-5), name
+
+
+def test_trades_awp_step_matches_official_proxy_reference():
+    gamma, beta = 0.005, 6.0
+    x, x_adv, y = _batch()
+    ours = _ours(_model(), get_method("trades", beta=beta), x, x_adv, y, gamma)
+
+    def trades(m):  # the official TradesAWP.calc_awp loss, written out
+        natural = F.cross_entropy(m(x), y)
+        robust = F.kl_div(F.log_softmax(m(x_adv), dim=1), F.softmax(m(x), dim=1), reduction="batchmean")
+        return natural + beta * robust
+
+    ref = _model()
+    opt = _opt(ref)
+    for _ in range(2):
+        ref.train()
+        diff, params = _official_step(ref, opt, x, x_adv, y, gamma, trades)
+        loss = trades(ref)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        _restore(params, diff, gamma)
+    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert torch.allclose(a, b, atol=2e-6, rtol=1e-5), name
+
+
+def test_multi_step_ascent_stays_in_the_ball_and_increases_the_loss():
+    model = _model()
+    x, x_adv, y = _batch()
+    loss = lambda m: F.cross_entropy(m(x_adv), y)  # noqa: E731
+    one = AdversarialWeightPerturbation(model, gamma=0.05).compute(loss)
+    five = AdversarialWeightPerturbation(model, gamma=0.05, steps=5, step_size=0.02).compute(loss)
+    params = dict(model.named_parameters())
+    for name, t in five.tensors.items():
+        assert t.norm() <= 0.05 * params[name].detach().norm() * (1 + 1e-5)
+    model.train()
+    values = []
+    for v in (None, one, five):
+        if v is None:
+            with torch.no_grad():
+                values.append(float(loss(model)))
+        else:
+            with v.applied(), torch.no_grad():
+                values.append(float(loss(model)))
+    assert values[1] > values[0] and values[2] >= values[1] - 1e-4
+
+
+def test_bad_gamma_is_refused():
+    model = _model()
+    for gamma in (0.0, -0.1, 1.5):
+        with pytest.raises(UsageError):
+            AdversarialWeightPerturbation(model, gamma=gamma)
+
+
+def test_predicate_selects_conv_and_linear_weights_only():
+    conv, bn, lin = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Linear(2, 3)
+    assert is_weight("conv.weight", conv.weight) and is_weight("fc.weight", lin.weight)
+    assert not is_weight("conv.bias", conv.bias) and not is_weight("bn.weight", bn.weight)
