@@ -62,18 +62,19 @@ class WeightPerturbation:
         return {name: float(v.norm()) for name, v in self.tensors.items()}
 
     @contextlib.contextmanager
-    def applied(self) -> Iterator["WeightPerturbation"]:
+    def applied(self, exact: bool = True) -> Iterator["WeightPerturbation"]:
         """w += v on entry and w -= v on exit, even when the block raises.
 
-        When nothing inside the block changed a weight in place, exit restores the saved
-        original bit for bit (w + v - v is not exact in floating point); when the block did
-        change it (an optimizer step taken at w + v, as AWP prescribes), exit subtracts v from
-        the updated weight, exactly like the official code.
+        ``exact`` (default): when nothing inside the block changed a weight in place, exit restores
+        a saved copy bit for bit (w + v - v is not exact in floating point); a weight the block did
+        change (an optimizer step taken at w + v, as AWP prescribes) gets v subtracted, exactly
+        like the official code. ``exact=False`` always subtracts and saves no copy (the training
+        step uses it: its optimizer step changes the weights anyway).
         """
         saved = []
         with torch.no_grad():
             for param, v in self._params:
-                original = param.detach().clone()
+                original = param.detach().clone() if exact else None
                 param.add_(v.to(param.dtype))
                 saved.append((param, v, original, param._version))
         try:
@@ -81,7 +82,7 @@ class WeightPerturbation:
         finally:
             with torch.no_grad():
                 for param, v, original, version in saved:
-                    if param._version == version:
+                    if original is not None and param._version == version:
                         param.copy_(original)
                     else:
                         param.sub_(v.to(param.dtype))
@@ -128,19 +129,20 @@ class AdversarialWeightPerturbation:
         params = dict(module.named_parameters())
         w_norms = [params[n].detach().float().norm() for n in self.names]
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
-        v = [torch.zeros_like(params[n], dtype=torch.float32) for n in self.names]
         try:
             with model_mode(self.model, "train"):
-                for step in range(self.steps):
-                    if step == 0:
+                # One step (the paper's method): v_l = gamma ||w_l|| g_l / (||g_l|| + 1e-20),
+                # written as one scaling pass over g_l (on a CPU these passes, not the
+                # gradient, are what an extra elementwise operation costs).
+                grads = self._gradient(loss_fn)
+                v = [g_l.mul_(self.step_size * w_norm / (g_l.norm() + EPS))
+                     for g_l, w_norm in zip(grads, w_norms)]
+                for _ in range(self.steps - 1):  # the projected-ascent extension
+                    with WeightPerturbation(self.model, dict(zip(self.names, v))).applied():
                         grads = self._gradient(loss_fn)
-                    else:
-                        with WeightPerturbation(self.model, dict(zip(self.names, v))).applied():
-                            grads = self._gradient(loss_fn)
                     for v_l, g_l, w_norm in zip(v, grads, w_norms):
-                        v_l += self.step_size * w_norm * g_l / (g_l.norm() + EPS)
-                        if self.steps > 1:  # project back onto ||v_l|| <= gamma ||w_l||
-                            v_l *= torch.clamp(self.gamma * w_norm / (v_l.norm() + EPS), max=1.0)
+                        v_l.add_(g_l, alpha=float(self.step_size * w_norm / (g_l.norm() + EPS)))
+                        v_l.mul_(torch.clamp(self.gamma * w_norm / (v_l.norm() + EPS), max=1.0))
         finally:
             with torch.no_grad():
                 for buffer, saved in buffers:

@@ -77,7 +77,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Metho
         return out
 
     if awp is not None:
-        with awp.compute(objective).applied():
+        with awp.compute(objective).applied(exact=False):
             out = step()
     else:
         out = step()

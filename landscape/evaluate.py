@@ -1,0 +1,192 @@
+"""The point evaluator shared by curves, surfaces and flatness scalars (Wu et al. 2020, Sec. 3).
+
+A landscape point is rho(w + v) for v = sum_i c_i d_i: the model in eval mode (BatchNorm uses
+the centre model's running statistics), v added in place by
+:meth:`awp.perturbation.WeightPerturbation.applied` (restored bit for bit on exit: no model copy),
+then one of three losses on a fixed set of samples:
+
+- ``'adversarial'`` (the paper's): PGD re-run against f_{w+v}; its random start comes from a
+  generator seeded with ``attack.seed`` afresh at every point and consumed batch after batch, so
+  v = 0 reproduces :func:`awp.metrics.clean_and_robust` with the same attack, seed and batch size;
+- ``'clean'``: CE on the clean samples;
+- ``'fixed'``: CE on adversarial examples crafted once at the centre w. This is the biased
+  shortcut of earlier work (it underestimates rho away from w), kept only for comparison.
+
+The samples go to the device once; each point costs one attack plus one forward and one host
+sync (the two sums of the point), nothing else.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from awp.attacks import model_mode
+from awp.errors import UsageError
+from awp.metrics import AttackSpec
+from awp.perturbation import WeightPerturbation
+from awp.runtime import Runtime
+
+LOSSES = ("adversarial", "clean", "fixed")
+Batches = list[tuple[Tensor, Tensor]]
+Combination = Sequence[tuple[float, dict[str, Tensor]]]
+
+
+def model_runtime(model: nn.Module, runtime: Runtime | None = None) -> Runtime:
+    """``runtime`` or an fp32 Runtime on the device that holds the model's parameters."""
+    if runtime is not None:
+        return runtime
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        raise UsageError("the model has no parameters") from None
+    return Runtime(device)
+
+
+def prepare_batches(data: Any, batch_size: int, runtime: Runtime) -> Batches:
+    """(x, y) tensors -> batches of ``batch_size``; an iterable of (x, y) -> its batches; all on the device once."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise UsageError(f"batch size must be a whole number >= 1, got {batch_size}")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise UsageError(f"data has {len(x)} images but {len(y)} labels")
+        pairs: Iterable = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size))
+    else:
+        pairs = data
+    batches = [(runtime.batch(xb), yb.to(runtime.device)) for xb, yb in pairs]
+    if not batches or sum(len(y) for _, y in batches) == 0:
+        raise UsageError("no samples to evaluate the landscape on")
+    return batches
+
+
+def check_loss(loss: str, attack: AttackSpec | None) -> None:
+    if loss not in LOSSES:
+        raise UsageError(f"unknown landscape loss {loss!r}; choose from: {', '.join(LOSSES)}")
+    if loss != "clean" and attack is None:
+        raise UsageError(f"loss {loss!r} needs an attack (awp.metrics.AttackSpec)")
+
+
+def active_names(direction: dict[str, Tensor]) -> list[str]:
+    """Names whose tensor is not all zero (ignored biases/BN are skipped: nothing to add)."""
+    if not direction:
+        raise UsageError("a direction is empty")
+    flags = torch.stack([t.ne(0).any() for t in direction.values()]).tolist()  # one sync
+    return [name for name, flag in zip(direction, flags) if flag]
+
+
+def combine(combination: Combination, names: Sequence[str]) -> dict[str, Tensor]:
+    """v = sum_i c_i d_i on ``names``."""
+    out: dict[str, Tensor] = {}
+    for name in names:
+        total = None
+        for coef, d in combination:
+            if coef != 0 and name in d:
+                term = d[name] * float(coef)
+                total = term if total is None else total + term
+        if total is not None:
+            out[name] = total
+    return out
+
+
+class PointEvaluator:
+    """rho(w + v) for many v on fixed samples; the model is in eval mode only inside :meth:`session`."""
+
+    def __init__(self, model: nn.Module, data: Any, *, loss: str = "adversarial",
+                 attack: AttackSpec | None = None, batch_size: int = 256, runtime: Runtime | None = None):
+        check_loss(loss, attack)
+        self.model = model
+        self.loss = loss
+        self.attack = attack
+        self.runtime = model_runtime(model, runtime)
+        self.batches = prepare_batches(data, batch_size, self.runtime)
+        self.count = sum(len(y) for _, y in self.batches)
+        self._fixed: list[Tensor] | None = None
+
+    def _adversarial(self) -> list[Tensor]:
+        generator = self.runtime.generator(self.attack.seed)
+        out = []
+        for xb, yb in self.batches:
+            with self.runtime.autocast():
+                out.append(self.attack(self.model, xb, yb, generator))
+        return out
+
+    def _inputs(self) -> list[Tensor]:
+        if self.loss == "clean":
+            return [xb for xb, _ in self.batches]
+        if self.loss == "fixed":
+            if self._fixed is None:  # crafted at the centre w, the first time it is needed
+                raise RuntimeError("fixed examples are crafted in session()")
+            return self._fixed
+        return self._adversarial()
+
+    def sums(self, perturbation: dict[str, Tensor] | None = None) -> Tensor:
+        """[sum of CE, number correct] at w + perturbation, on the device (no sync)."""
+        def measure() -> Tensor:
+            totals = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
+            for x_in, (_, yb) in zip(self._inputs(), self.batches):
+                with torch.no_grad(), self.runtime.autocast():
+                    logits = self.model(x_in).float()
+                totals += torch.stack([F.cross_entropy(logits, yb, reduction="sum"),
+                                       (logits.argmax(1) == yb).sum()]).double()
+            return totals
+
+        if not perturbation:
+            return measure()
+        with WeightPerturbation(self.model, perturbation).applied():
+            return measure()
+
+    def point(self, perturbation: dict[str, Tensor] | None = None) -> tuple[float, float]:
+        """(mean loss, accuracy) at w + perturbation: one host sync."""
+        loss_sum, correct = (self.sums(perturbation) / max(self.count, 1)).tolist()
+        return loss_sum, correct
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["PointEvaluator"]:
+        """Eval mode for the whole evaluation (flags restored after); 'fixed' examples crafted at w."""
+        with model_mode(self.model, "eval"):
+            if self.loss == "fixed" and self._fixed is None:
+                self._fixed = self._adversarial()
+            yield self
+
+
+def run_points(evaluator: PointEvaluator, points: Sequence[tuple[dict[str, Any], Combination]],
+               names: Sequence[str], *, on_point: Callable[[dict[str, Any]], None] | None = None,
+               progress: bool = False, desc: str = "landscape") -> list[dict[str, Any]]:
+    """Evaluate each (row keys, combination) point; a row is keys + loss + acc."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    with evaluator.session(), tqdm(total=len(points), disable=not progress, desc=desc, leave=False) as bar:
+        for keys, combination in points:
+            loss, acc = evaluator.point(combine(combination, names))
+            row = {**keys, "loss": loss, "acc": acc}
+            rows.append(row)
+            if on_point is not None:
+                on_point(dict(row))
+            bar.update(1)
+    return rows
+
+
+def point_key(*values: float) -> tuple:
+    """A float-tolerant key for matching requested points (alphas parsed from text or linspace)."""
+    return tuple(round(float(v), 10) for v in values)
+
+
+def shard(points: Sequence, rank: int, world_size: int) -> list:
+    """Points ``rank``, ``rank + world_size``, ...: each process of a group takes its share."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UsageError(f"bad shard {rank} of {world_size}")
+    return list(points)[rank::world_size]
+
+
+def as_floats(values: Iterable[float], what: str) -> list[float]:
+    out = [float(v) for v in (values.tolist() if isinstance(values, Tensor) else values)]
+    if not out:
+        raise UsageError(f"{what} must not be empty")
+    if any(v != v or v in (float("inf"), float("-inf")) for v in out):
+        raise UsageError(f"{what} must be finite numbers")
+    return out
