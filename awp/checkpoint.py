@@ -8,7 +8,6 @@ unpickles arbitrary objects; a file that would need it is refused with a message
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +64,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        unsafe = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+        if not unsafe:
+            raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({lines[-1][:160] if lines else 'unpickling failed'})") from exc
         raise UserError(
             f"refusing to load {path}: it needs arbitrary unpickling, which can run code "
-            f"({first[:160]}); if you trust the file, convert it with `awp import-checkpoint`") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+            f"({unsafe[0][:160]}); if you trust its source, load it yourself with torch.load(..., "
+            f"weights_only=False) and re-save the weights with awp.checkpoint.save_checkpoint") from exc
+    except Exception as exc:  # torch raises RuntimeError, IndexError, EOFError... on torn files
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({reason})") from exc
     if not isinstance(payload, dict) or not all(k in payload for k in REQUIRED):
         raise UserError(f"{path} is not a checkpoint of this toolkit (no {'/'.join(REQUIRED)} keys); "
-                        f"import foreign checkpoints with `awp import-checkpoint`")
+                        f"re-save foreign weights with awp.checkpoint.save_checkpoint (arch, arch_kwargs, config)")
     return payload
 
 

@@ -51,6 +51,7 @@ class TrainConfig:
     awp_gamma: float = 0.0                  # relative weight perturbation per layer; 0 disables AWP
     awp_warmup: int = 0                     # epochs without AWP at the start
     awp_steps: int = 1                      # ascent steps (1 = the paper's method)
+    awp_kind: str = "adversarial"           # 'adversarial' (AWP) or 'random' (same-size random baseline)
     # optimization
     epochs: int = 200
     batch_size: int = 128
@@ -84,6 +85,8 @@ class TrainConfig:
             (self.attack_steps >= 0, f"attack_steps must be >= 0, got {self.attack_steps}"),
             (0 <= self.awp_gamma <= 1, f"awp_gamma must be in [0, 1] (relative to each layer's norm), got {self.awp_gamma}"),
             (self.awp_warmup >= 0, f"awp_warmup must be >= 0, got {self.awp_warmup}"),
+            (self.awp_kind in ("adversarial", "random"),
+             f"awp_kind must be 'adversarial' or 'random', got {self.awp_kind!r}"),
             (self.awp_steps >= 1, f"awp_steps must be >= 1, got {self.awp_steps}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),

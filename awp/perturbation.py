@@ -148,3 +148,24 @@ class AdversarialWeightPerturbation:
                 for buffer, saved in buffers:
                     buffer.copy_(saved)
         return WeightPerturbation(self.model, dict(zip(self.names, v)))
+
+
+class RandomWeightPerturbation(AdversarialWeightPerturbation):
+    """The paper's baseline (Sec. 5, Fig. 4b): a random v of the same relative size per layer.
+
+    v_l = gamma ||w_l|| r_l / ||r_l|| with r_l Gaussian, fresh at every step; the loss is not
+    used. Comparing it with AWP at equal gamma shows that the direction, not the size, matters.
+    """
+
+    def __init__(self, model: nn.Module, gamma: float = 0.01, *, generator: torch.Generator | None = None):
+        super().__init__(model, gamma)
+        self.generator = generator
+
+    def compute(self, loss_fn: Callable[[nn.Module], Tensor] | None = None) -> WeightPerturbation:
+        params = dict(_unwrap(self.model).named_parameters())
+        v = {}
+        for name in self.names:
+            w = params[name].detach().float()
+            r = torch.randn(w.shape, generator=self.generator, device=w.device)
+            v[name] = r.mul_(self.gamma * w.norm() / (r.norm() + EPS))
+        return WeightPerturbation(self.model, v)

@@ -35,7 +35,7 @@ from awp.io import atomic_write_json, read_csv_rows, write_csv
 from awp.methods import Method, get_method
 from awp.metrics import AttackSpec, clean_and_robust
 from awp.models import build_model
-from awp.perturbation import AdversarialWeightPerturbation
+from awp.perturbation import AdversarialWeightPerturbation, RandomWeightPerturbation
 from awp.runtime import CPU, Runtime, resolve_runtime
 from awp.schedule import learning_rate
 
@@ -189,8 +189,12 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
     scaler = runtime.grad_scaler()
     forward_model = runtime.compiled(model)
-    awp = (AdversarialWeightPerturbation(forward_model, config.awp_gamma, steps=config.awp_steps)
-           if config.awp_gamma > 0 else None)
+    awp: AdversarialWeightPerturbation | None = None
+    if config.awp_gamma > 0 and config.awp_kind == "random":
+        awp = RandomWeightPerturbation(forward_model, config.awp_gamma,
+                                       generator=runtime.generator(config.seed + 7919))
+    elif config.awp_gamma > 0:
+        awp = AdversarialWeightPerturbation(forward_model, config.awp_gamma, steps=config.awp_steps)
     attack = AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
                         norm=config.norm, seed=config.seed)
     state = _State()
@@ -203,6 +207,8 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
         scaler.load_state_dict(last.get("scaler", {})) if last.get("scaler") else None
         state = _State(epoch=last["epoch"], best_robust_acc=last["best_robust_acc"], best_epoch=last["best_epoch"])
         _set_rng_state(last["rng"])
+        if isinstance(awp, RandomWeightPerturbation) and "awp_generator" in last["rng"]:
+            awp.generator.set_state(last["rng"]["awp_generator"].to("cpu"))
         rows = [r for r in read_csv_rows(run / "metrics.csv") if int(r["epoch"]) <= state.epoch]
         log(f"resuming {run} after epoch {state.epoch}")
     elif run is not None:
@@ -265,7 +271,9 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
         if epoch % config.save_every == 0 or epoch == config.epochs:
             checkpoint(run / f"epoch_{epoch:03d}.pt", epoch, metrics)
         checkpoint(run / "last.pt", epoch, metrics, optimizer=optimizer.state_dict(),
-                   scaler=scaler.state_dict() if scaler.is_enabled() else {}, rng=_rng_state(),
+                   scaler=scaler.state_dict() if scaler.is_enabled() else {},
+                   rng={**_rng_state(), **({"awp_generator": awp.generator.get_state()}
+                                            if isinstance(awp, RandomWeightPerturbation) else {})},
                    best_robust_acc=state.best_robust_acc, best_epoch=state.best_epoch)
     model.eval()
     return model, run

@@ -619,7 +619,7 @@ def test_pseudo_label_uses_eval_mode_and_restores_modes():
     assert labeled.labels.dtype == torch.int64
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_gpu_batches_equal_cpu_batches():
     data = _id_set(20)
     kwargs = dict(shuffle=True, seed=1, epoch=0, augment="crop-flip")

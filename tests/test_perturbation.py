@@ -218,3 +218,15 @@ def test_predicate_selects_conv_and_linear_weights_only():
     conv, bn, lin = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Linear(2, 3)
     assert is_weight("conv.weight", conv.weight) and is_weight("fc.weight", lin.weight)
     assert not is_weight("conv.bias", conv.bias) and not is_weight("bn.weight", bn.weight)
+
+
+def test_random_perturbation_has_the_same_relative_size_and_is_seeded():
+    from awp.perturbation import RandomWeightPerturbation
+
+    model = _model()
+    params = dict(model.named_parameters())
+    a = RandomWeightPerturbation(model, 0.02, generator=torch.Generator().manual_seed(1)).compute()
+    b = RandomWeightPerturbation(model, 0.02, generator=torch.Generator().manual_seed(1)).compute()
+    for name, t in a.tensors.items():
+        assert torch.allclose(t.norm(), 0.02 * params[name].detach().norm(), rtol=1e-5)
+        assert torch.equal(t, b.tensors[name])

@@ -43,8 +43,9 @@ def test_training_raises_robust_accuracy_well_above_chance(tmp_path):
         assert torch.equal(loaded(x), model.eval()(x))
 
 
-def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch):
-    overrides = {"epochs": 4, "save_every": 1, "eval_steps": 2, "awp_gamma": 0.01}
+@pytest.mark.parametrize("kind", ["adversarial", "random"])
+def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, kind):
+    overrides = {"epochs": 4, "save_every": 1, "eval_steps": 2, "awp_gamma": 0.01, "awp_kind": kind}
     config = load_preset("digits-at", overrides)
     _, straight = fit(config, tmp_path / "straight", progress=False)
 

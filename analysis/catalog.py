@@ -1,0 +1,290 @@
+"""Runs catalog: one row per checkpoint with its robust generalization gap and landscape flatness.
+
+The gap is the one of Wu, Xia, Wang (NeurIPS 2020), REFERENCE §1: training robust accuracy minus
+test robust accuracy under the same attack, measured at the unperturbed weights in eval mode
+(``awp.metrics``; *not* the official logs' train accuracy measured at w + v in train mode).
+Flatness scalars (``sharpness``, ``curvature``, ...) come from the ``landscape.json`` files that
+``awp landscape`` writes, joined by the checkpoint's sha256 (never by file name, so a renamed or
+copied checkpoint still finds its landscape and a retrained one never picks up a stale one).
+
+Rows. Every ``epoch_NNN.pt`` and every ``best.pt`` is a row; ``last.pt`` is a row only when no
+other checkpoint of its run has its epoch (a run saved without ``save_every`` hitting the final
+epoch). ``best.pt`` is its own row with ``is_best=True`` even when an ``epoch_NNN.pt`` of the same
+epoch exists (the two files differ in bytes because best.pt records ``selected_on``); epoch rows
+always have ``is_best=False``. Since best.pt and epoch_NNN.pt of the same run and epoch hold the same
+weights (both are written at the end of that epoch), a best.pt without its own landscape borrows
+the landscape scalars of that epoch file; ``landscape_source`` says which file's landscape a row uses.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from awp.errors import UserError
+
+SPLITS = ("train", "test")
+QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
+METRIC_COLUMNS = [f"{s}_{q}" for s in SPLITS for q in QUANTITIES]
+METHOD_NAMES = {"at": "AT", "trades": "TRADES", "mart": "MART", "rst": "RST", "standard": "Standard"}
+COLUMNS = (["run", "label", "method", "awp_gamma", "awp_kind", "epoch", "is_best", "is_last", "file",
+            "path", "sha256", "dataset", "arch"] + METRIC_COLUMNS
+           + ["gap", "attack", "metrics_source", "sharpness", "curvature", "landscape_dir", "landscape_source"])
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+# ----------------------------------------------------------------------------------------- runs
+def _is_run(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(_checkpoint_files(folder))
+
+
+def _checkpoint_files(folder: Path) -> Iterable[Path]:
+    for p in folder.iterdir():
+        if p.is_file() and (_EPOCH_FILE.match(p.name) or p.name in ("best.pt", "last.pt")):
+            yield p
+
+
+def find_runs(runs: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Run folders (config.json plus checkpoints) under a folder at any depth, or a list of them."""
+    if isinstance(runs, (str, Path)):
+        root = Path(runs)
+        if not root.exists():
+            raise UserError(f"runs folder not found: {root}")
+        if not root.is_dir():
+            raise UserError(f"{root} is not a folder (expected a folder of training runs)")
+        if _is_run(root):
+            return [root]
+        found = sorted(p.parent for p in root.rglob("config.json") if _is_run(p.parent))
+        if not found:
+            what = "is empty" if not any(root.iterdir()) else "holds no training run (config.json + checkpoints)"
+            raise UserError(f"runs folder {root} {what}")
+        return found
+    # A list: each item is a run folder or a folder of runs.
+    folders: list[Path] = []
+    for item in runs:
+        for folder in find_runs(Path(item)):
+            if folder not in folders:
+                folders.append(folder)
+    if not folders:
+        raise UserError("no run folders given")
+    return folders
+
+
+def _run_names(folders: list[Path]) -> list[str]:
+    """Folder names, prefixed with parents where two runs share a name (seed0/at, seed1/at)."""
+    names = [f.name for f in folders]
+    depth = 1
+    while len(set(names)) != len(names) and depth < 8:
+        depth += 1
+        names = ["/".join(f.parts[-depth:]) for f in folders]
+    return names
+
+
+def _select_files(folder: Path) -> list[tuple[Path, int | None]]:
+    """(file, epoch from its name or None) following the row rules of the module docstring."""
+    files = sorted(_checkpoint_files(folder))
+    epochs = {p: int(m.group(1)) for p in files if (m := _EPOCH_FILE.match(p.name))}
+    return [(p, epochs.get(p)) for p in files]
+
+
+# ----------------------------------------------------------------------------------- landscapes
+def collect_landscapes(landscapes: str | Path | Iterable[str | Path] | None) -> pd.DataFrame:
+    """One row per ``landscape.json`` found (any depth): sha256, folder, every flatness scalar.
+
+    When several landscapes exist for one checkpoint (different settings), the most recently
+    written one is kept, so rerunning ``awp landscape`` with new settings supersedes the old.
+    """
+    if landscapes is None:
+        return pd.DataFrame(columns=["sha256", "landscape_dir"])
+    roots = [Path(landscapes)] if isinstance(landscapes, (str, Path)) else [Path(p) for p in landscapes]
+    rows = []
+    for root in roots:
+        if not root.exists():
+            raise UserError(f"landscapes folder not found: {root}")
+        files = [root] if root.is_file() else sorted(root.rglob("landscape.json"))
+        for f in files:
+            try:
+                info = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue  # a torn or foreign file: ignore it rather than fail the whole catalog
+            sha = info.get("checkpoint_sha256")
+            if not isinstance(sha, str):
+                continue
+            flat = {k: (float(v) if isinstance(v, (int, float)) else np.nan)
+                    for k, v in (info.get("flatness") or {}).items() if v is None or isinstance(v, (int, float))}
+            rows.append({"sha256": sha, "landscape_dir": str(f.parent), "_mtime": f.stat().st_mtime, **flat})
+    if not rows:
+        return pd.DataFrame(columns=["sha256", "landscape_dir"])
+    df = pd.DataFrame(rows).sort_values("_mtime").drop_duplicates("sha256", keep="last")
+    return df.drop(columns="_mtime").reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------- metrics
+def _has_metrics(metrics: Any) -> bool:
+    if not isinstance(metrics, dict):
+        return False
+    return all(isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k]) for k in METRIC_COLUMNS)
+
+
+class _Recompute:
+    """Recomputes a checkpoint's train/test metrics exactly like ``awp.train`` does after an epoch.
+
+    Same subsets (the first ``eval_train_samples`` training images, the first ``eval_test_samples``
+    or all test images), same seeded attack (PGD-eval_steps, step eps/4, the run seed), eval mode.
+    Data sets are cached per config so a run's checkpoints share one load.
+    """
+
+    def __init__(self, device: str = "cpu"):
+        from awp.runtime import resolve_runtime
+
+        self.runtime = resolve_runtime(device)
+        self._data: dict[str, Any] = {}
+
+    def __call__(self, path: Path, payload: dict[str, Any]) -> tuple[dict[str, float], str]:
+        from awp.checkpoint import load_checkpoint
+        from awp.config import config_from_dict
+        from awp.data import build_dataset
+        from awp.metrics import AttackSpec, clean_and_robust
+
+        if not isinstance(payload.get("config"), dict):
+            raise UserError(f"{path} has no metrics and no training config to recompute them from")
+        config = config_from_dict(payload["config"])
+        key = json.dumps([config.dataset, config.data_dir, config.val_size, config.train_subset,
+                          config.split_seed], default=str)
+        if key not in self._data:
+            self._data[key] = build_dataset(config.dataset, data_dir=config.data_dir, download=False,
+                                            val_size=config.val_size, train_subset=config.train_subset,
+                                            split_seed=config.split_seed)
+        data = self._data[key]
+        model, _ = load_checkpoint(path, map_location=self.runtime.device)
+        attack = AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
+                            norm=config.norm, seed=config.seed)
+        out: dict[str, float] = {}
+        for split, limit in (("train", config.eval_train_samples), ("test", config.eval_test_samples)):
+            x, y = getattr(data, split).tensors(limit=limit)
+            result = clean_and_robust(model, x, y, attack, batch_size=config.eval_batch_size, runtime=self.runtime)
+            out.update({f"{split}_{k}": v for k, v in result.items()})
+        return out, attack.name
+
+
+# -------------------------------------------------------------------------------------- labels
+def _base_label(method: str, gamma: float, kind: str) -> str:
+    name = METHOD_NAMES.get(str(method).lower(), str(method).upper())
+    if gamma and gamma > 0:
+        name += "-RWP" if kind == "random" else "-AWP"
+    return name
+
+
+def add_labels(df: pd.DataFrame) -> pd.Series:
+    """Human labels ('AT', 'AT-AWP', 'MART-AWP', 'AT-RWP'); gamma is appended when the catalog holds
+    several gammas of the same method and kind (a sweep), e.g. 'AT-AWP (γ=0.005)'."""
+    base = [_base_label(m, g, k) for m, g, k in zip(df["method"], df["awp_gamma"], df["awp_kind"])]
+    base = pd.Series(base, index=df.index)
+    gammas = df.assign(_b=base).groupby("_b")["awp_gamma"].nunique()
+    return pd.Series([f"{b} (γ={g:g})" if g > 0 and gammas[b] > 1 else b
+                      for b, g in zip(base, df["awp_gamma"])], index=df.index)
+
+
+# ------------------------------------------------------------------------------------- catalog
+def collect_runs(runs: str | Path | Iterable[str | Path], landscapes: str | Path | Iterable[str | Path] | None = None,
+                 *, recompute: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """Catalog of every checkpoint of ``runs`` (see the module docstring for which files are rows).
+
+    ``runs``: a folder holding run folders at any depth (or a run folder itself), or a list of run
+    folders. ``landscapes``: folder(s) searched for ``landscape.json``; their flatness scalars are
+    joined by checkpoint sha256 (NaN where a checkpoint has none). ``recompute``: measure train/test
+    metrics again even when the checkpoint stores them (``metrics_source`` says which were used).
+    Columns: :data:`COLUMNS` plus any further flatness scalar found; sorted by run, epoch, is_best.
+    """
+    from awp.checkpoint import read_checkpoint
+    from awp.io import sha256_file
+
+    folders = find_runs(runs)
+    names = _run_names(folders)
+    recomputer: _Recompute | None = None
+    rows: list[dict[str, Any]] = []
+    for folder, name in zip(folders, names):
+        try:
+            run_config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+        run_rows = []
+        for path, _ in _select_files(folder):
+            payload = read_checkpoint(path)
+            config = payload.get("config") if isinstance(payload.get("config"), dict) else run_config
+            metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
+            if recompute or not _has_metrics(metrics):
+                recomputer = recomputer or _Recompute(device)
+                values, attack = recomputer(path, {**payload, "config": config})
+                source = "recomputed"
+            else:
+                values, attack, source = {k: float(metrics[k]) for k in METRIC_COLUMNS}, metrics.get("attack"), "checkpoint"
+            run_rows.append({
+                "run": name, "run_dir": str(folder), "file": path.name, "path": str(path.resolve()),
+                "sha256": sha256_file(path), "dataset": payload.get("dataset", config.get("dataset")),
+                "arch": payload.get("arch"), "method": payload.get("method", config.get("method", "at")),
+                "awp_gamma": float(payload.get("awp_gamma", config.get("awp_gamma", 0.0)) or 0.0),
+                "awp_kind": config.get("awp_kind", "adversarial") or "adversarial",
+                "epoch": int(payload.get("epoch", -1)), "is_best": path.name == "best.pt",
+                "is_last": path.name == "last.pt", **values, "attack": attack, "metrics_source": source,
+                "val_robust_acc": float(metrics.get("val_robust_acc", np.nan)) if isinstance(
+                    metrics.get("val_robust_acc"), (int, float)) else np.nan,
+            })
+        # last.pt only when no epoch_NNN.pt / best.pt covers its epoch
+        covered = {r["epoch"] for r in run_rows if not r["is_last"]}
+        run_rows = [r for r in run_rows if not r["is_last"] or r["epoch"] not in covered]
+        rows.extend(run_rows)
+    if not rows:
+        raise UserError("no checkpoints found in the given runs")
+    df = pd.DataFrame(rows)
+    df["gap"] = df["train_robust_acc"] - df["test_robust_acc"]
+    df["label"] = add_labels(df)
+
+    lands = collect_landscapes(landscapes)
+    df = df.merge(lands, on="sha256", how="left")
+    for col in ("sharpness", "curvature", "landscape_dir"):
+        if col not in df:
+            df[col] = np.nan
+    df["landscape_source"] = np.where(df["landscape_dir"].notna(), df["file"], None)
+    _borrow_best_landscape(df, [c for c in lands.columns if c != "sha256"])
+
+    df = df.sort_values(["run", "epoch", "is_best", "file"], kind="stable").reset_index(drop=True)
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + extra]
+
+
+def _borrow_best_landscape(df: pd.DataFrame, columns: list[str]) -> None:
+    """In place: best.pt rows without a landscape take that of epoch_NNN.pt of the same run and
+    epoch (same weights, see the module docstring)."""
+    for i in df.index[df["is_best"] & df["landscape_dir"].isna()]:
+        twin = df[(df["run"] == df.at[i, "run"]) & (df["epoch"] == df.at[i, "epoch"])
+                  & ~df["is_best"] & df["landscape_dir"].notna()]
+        if len(twin):
+            j = twin.index[0]
+            for c in columns:
+                df.at[i, c] = df.at[j, c]
+            df.at[i, "landscape_source"] = df.at[j, "file"]
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """A run's ``metrics.csv`` (one row per epoch) with the gap added; empty when absent."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return pd.DataFrame()
+    m = pd.read_csv(path)
+    if {"train_robust_acc", "test_robust_acc"} <= set(m.columns):
+        m["gap"] = m["train_robust_acc"] - m["test_robust_acc"]
+    return m
+
+
+def unique_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    """The catalog without best.pt rows whose run also has an epoch_NNN.pt of the same epoch (the
+    same weights), so correlations and scatter plots count each set of weights once."""
+    epoch_rows = set(zip(df.loc[~df["is_best"], "run"], df.loc[~df["is_best"], "epoch"]))
+    dup = df["is_best"] & pd.Series([(r, e) in epoch_rows for r, e in zip(df["run"], df["epoch"])], index=df.index)
+    return df[~dup]

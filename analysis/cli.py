@@ -1,0 +1,92 @@
+"""``awp correlate`` and ``awp figures``: the analysis subcommands (Wu et al. 2020, Fig. 1; the
+flatness-gap correlation of Stutz et al. 2021) over any set of run folders and landscapes.
+
+``add_parser`` registers them, and ``awp demo`` too when :mod:`analysis.demo` is present (it
+owns its own parser through ``add_demo_parser``); ``run`` dispatches on ``args.command``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from awp.errors import UsageError, UserError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``correlate`` and ``figures`` (and ``demo`` when analysis.demo exists)."""
+    p = subparsers.add_parser(
+        "correlate", help="correlate flatness with the robust generalization gap across checkpoints",
+        description="Pearson, Spearman and Kendall correlations (scipy p-values, percentile bootstrap "
+                    "intervals) between a landscape scalar and the gap (train minus test robust accuracy).")
+    _common(p)
+    p.add_argument("--x", default="sharpness", help="catalog column on the x side (default sharpness)")
+    p.add_argument("--y", default="gap", help="catalog column on the y side (default gap)")
+    p.add_argument("--by", default=None, help="correlate within groups of this column, e.g. run or label")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--out", help="also write the table to this CSV file")
+
+    p = subparsers.add_parser(
+        "figures", help="regenerate the paper's figures from run folders and landscapes",
+        description="Draws the figures that the given runs allow (PNG + PDF + the CSV each was drawn "
+                    "from) and correlation.csv; figures whose runs are absent are skipped with a note.")
+    _common(p)
+    p.add_argument("--out", required=True, help="output folder")
+    try:
+        demo = importlib.import_module("analysis.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "analysis.demo":
+            raise
+    else:
+        demo.add_demo_parser(subparsers)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", required=True, nargs="+", metavar="DIR",
+                   help="run folders or folders of runs (searched at any depth)")
+    p.add_argument("--landscapes", nargs="+", metavar="DIR",
+                   help="folders searched for landscape.json files (default: the runs folders)")
+    p.add_argument("--recompute", action="store_true", help="recompute train/test metrics from the weights")
+    p.add_argument("--device", default="cpu", help="device for recomputed metrics (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``correlate`` / ``figures`` (``demo`` is delegated to analysis.demo)."""
+    if args.command == "demo":
+        return int(importlib.import_module("analysis.demo").run(args) or 0)
+    from analysis.catalog import collect_runs, unique_checkpoints
+
+    runs = args.runs[0] if len(args.runs) == 1 else args.runs
+    catalog = collect_runs(runs, args.landscapes or args.runs, recompute=args.recompute, device=args.device)
+    if args.command == "correlate":
+        from analysis.correlation import correlate
+
+        if args.x == "sharpness" and catalog["sharpness"].isna().all():
+            raise UserError(f"no landscape found for any checkpoint of {' '.join(args.runs)}; run `awp landscape` on them "
+                            f"and pass --landscapes")
+        table = correlate(unique_checkpoints(catalog), args.x, args.y, groupby=args.by,
+                          n_boot=args.n_boot, ci=args.ci, seed=args.seed)
+        if args.out:
+            from awp.io import atomic_write_text
+
+            atomic_write_text(args.out, table.to_csv(index=False))
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
+            print(table.to_string(index=False))
+        return 0
+    if args.command == "figures":
+        from analysis.figures import make_figures
+
+        made = make_figures(catalog, args.out, landscapes=args.landscapes or args.runs)
+        for line in made.notes:
+            print(line)
+        print(f"{len(made)} files written to {args.out}")
+        return 0
+    raise UsageError(f"unknown analysis command {args.command!r}")  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `awp` command")
