@@ -106,8 +106,21 @@ class AT(Method):
         return {"loss": F.cross_entropy(logits_adv, y), "logits_adv": logits_adv}
 
 
+class _CleanAndAdversarial(Method):
+    """Methods whose loss compares the clean and adversarial outputs (TRADES, MART)."""
+
+    def pair_loss(self, logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> dict[str, Tensor]:
+        logits_clean = model(x).float()  # clean first, then adversarial: the original order
+        logits_adv = model(x_adv).float()
+        return {"loss": self.pair_loss(logits_clean, logits_adv, y),
+                "logits_adv": logits_adv, "logits_clean": logits_clean}
+
+
 @dataclass
-class TRADES(Method):
+class TRADES(_CleanAndAdversarial):
     """TRADES; the attack runs in eval mode and its clean probabilities are computed once."""
 
     name = "trades"
@@ -116,15 +129,12 @@ class TRADES(Method):
         return attacks.trades_kl(model, x, eps=self.eps, step_size=self.step_size, steps=self.steps,
                                  norm=self.norm, mode=self.attack_mode)
 
-    def forward(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> dict[str, Tensor]:
-        logits_clean = model(x).float()
-        logits_adv = model(x_adv).float()
-        return {"loss": trades_loss(logits_clean, logits_adv, y, self.beta),
-                "logits_adv": logits_adv, "logits_clean": logits_clean}
+    def pair_loss(self, logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> Tensor:
+        return trades_loss(logits_clean, logits_adv, y, self.beta)
 
 
 @dataclass
-class MART(Method):
+class MART(_CleanAndAdversarial):
     """MART; CE-PGD from x + 0.001 N(0, 1) in eval mode."""
 
     name = "mart"
@@ -133,11 +143,8 @@ class MART(Method):
         return attacks.pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                            norm=self.norm, random_start="normal", mode=self.attack_mode)
 
-    def forward(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> dict[str, Tensor]:
-        logits_clean = model(x).float()
-        logits_adv = model(x_adv).float()
-        return {"loss": mart_loss(logits_clean, logits_adv, y, self.beta),
-                "logits_adv": logits_adv, "logits_clean": logits_clean}
+    def pair_loss(self, logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> Tensor:
+        return mart_loss(logits_clean, logits_adv, y, self.beta)
 
 
 @dataclass

@@ -144,46 +144,39 @@ def _ours(model, method, x, x_adv, y, gamma, steps=2):
     return model
 
 
-def test_at_awp_step_matches_official_proxy_reference():
-    gamma = 0.01
-    x, x_adv, y = _batch()
-    ours = _ours(_model(), get_method("at"), x, x_adv, y, gamma)
+def _reference_training(loss, gamma, x, x_adv, y, steps=2):
+    """Two AWP steps through the official proxy path, with the official outer loss ``loss(model)``."""
     ref = _model()
     opt = _opt(ref)
-    for _ in range(2):
+    for _ in range(steps):
         ref.train()
-        diff, params = _official_step(ref, opt, x, x_adv, y, gamma, lambda m: F.cross_entropy(m(x_adv), y))
-        loss = F.cross_entropy(ref(x_adv), y)
+        diff, params = _official_step(ref, opt, x, x_adv, y, gamma, loss)
+        value = loss(ref)
         opt.zero_grad()
-        loss.backward()
+        value.backward()
         opt.step()
         _restore(params, diff, gamma)
-    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
-        assert torch.allclose(a, b, atol=2e-6, rtol=1e-5), name
+    return ref
 
 
-def test_trades_awp_step_matches_official_proxy_reference():
-    gamma, beta = 0.005, 6.0
-    x, x_adv, y = _batch()
-    ours = _ours(_model(), get_method("trades", beta=beta), x, x_adv, y, gamma)
+def _official_loss(name, x, x_adv, y, beta=6.0):
+    if name == "at":  # AdvWeightPerturb.calc_awp / train_cifar10: CE on x_adv
+        return lambda m: F.cross_entropy(m(x_adv), y)
 
-    def trades(m):  # the official TradesAWP.calc_awp loss, written out
+    def trades(m):  # TradesAWP.calc_awp, written out
         natural = F.cross_entropy(m(x), y)
         robust = F.kl_div(F.log_softmax(m(x_adv), dim=1), F.softmax(m(x), dim=1), reduction="batchmean")
         return natural + beta * robust
+    return trades
 
-    ref = _model()
-    opt = _opt(ref)
-    for _ in range(2):
-        ref.train()
-        diff, params = _official_step(ref, opt, x, x_adv, y, gamma, trades)
-        loss = trades(ref)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        _restore(params, diff, gamma)
-    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
-        assert torch.allclose(a, b, atol=2e-6, rtol=1e-5), name
+
+@pytest.mark.parametrize("name, gamma", [("at", 0.01), ("trades", 0.005)])
+def test_awp_step_matches_official_proxy_reference(name, gamma):
+    x, x_adv, y = _batch()
+    ours = _ours(_model(), get_method(name), x, x_adv, y, gamma)
+    ref = _reference_training(_official_loss(name, x, x_adv, y), gamma, x, x_adv, y)
+    for (key, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert torch.allclose(a, b, atol=2e-6, rtol=1e-5), key
 
 
 def test_multi_step_ascent_stays_in_the_ball_and_increases_the_loss():
