@@ -287,7 +287,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
 def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str = "test",
                         samples: int | None = None, eps: float | None = None, batch_size: int = 256,
                         seed: int = 0, device: str = "auto", data_dir: str | None = None,
-                        download: bool = False) -> dict[str, Any]:
+                        download: bool = False, dataset: str = "cifar10", threat: str = "Linf",
+                        model_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on the first ``samples`` images (all when None) of a split of its data set.
 
     The data set and its split are rebuilt from the training config stored in the checkpoint (same
@@ -295,12 +296,12 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     held out and trained on. ``eps`` defaults to the run's training eps, the norm to its training
     norm. Evaluation is in fp32 whatever precision the run trained in. Returns :func:`evaluate`'s
     dict plus ``checkpoint``, ``sha256``, ``arch``, ``dataset``, ``method``, ``awp_gamma``,
-    ``epoch`` and ``split``.
+    ``epoch`` and ``split``. ``path`` may also be ``robustbench:NAME`` (``dataset``, ``threat`` and
+    ``model_dir`` then say which RobustBench entry; see :func:`awp.convert.load_any`).
     """
-    from awp.checkpoint import load_checkpoint
     from awp.config import config_from_dict
+    from awp.convert import load_any
     from awp.data import build_dataset
-    from awp.io import sha256_file
 
     names = _check_attacks(attacks)
     if split not in SPLITS:
@@ -310,7 +311,8 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     if "autoattack" in names:
         _import_autoattack()
     runtime = resolve_runtime(device)
-    model, meta = load_checkpoint(path, map_location=runtime.device)
+    model, meta = load_any(str(path), map_location=runtime.device, dataset=dataset, threat=threat,
+                           model_dir=model_dir)
     stored = dict(meta.get("config") or {})
     # A checkpoint imported from foreign code may carry no config; its dataset key still says
     # which data it belongs to (the other settings are then the defaults).
@@ -326,7 +328,7 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     x, y = images.tensors(limit=samples)  # the first images: a fixed subset, the same every time
     result = evaluate(model, x, y, attacks=names, eps=config.eps if eps is None else eps, norm=config.norm,
                       batch_size=batch_size, seed=seed, runtime=runtime)
-    header = {"checkpoint": str(path), "sha256": sha256_file(path), "arch": meta.get("arch"),
+    header = {"checkpoint": str(path), "sha256": meta["sha256"], "arch": meta.get("arch"),
               "dataset": meta.get("dataset", config.dataset), "method": meta.get("method", config.method),
               "awp_gamma": meta.get("awp_gamma", config.awp_gamma), "epoch": meta.get("epoch"), "split": split}
     return {**header, **result}
