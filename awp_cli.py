@@ -2,13 +2,17 @@
 
 Each package owns its subcommands in its own ``cli.py`` (``add_parser(subparsers)`` / ``run(args)``).
 Expected failures (:class:`awp.errors.UserError`) print one line on stderr and exit non-zero
-(2 for bad usage); ``--debug`` shows the traceback instead.
+(2 for bad usage); ``--debug`` shows the traceback instead. SIGTERM (what batch schedulers send
+before SIGKILL) ends the command like Ctrl-C: temporary files are removed, finished files stay,
+and ``--resume`` continues (exit status 143).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from awp import __version__
 from awp.errors import UsageError, UserError
@@ -46,9 +50,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, owners
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks and temp-file cleanup run."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (a multi-line message is joined with ' | ')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         parser, owners = build_parser()
         args = parser.parse_args(argv)
@@ -59,11 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        print(f"awp: error: {exc}", file=sys.stderr)
+        print(f"awp: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except _Terminated:
+        print("awp: terminated (SIGTERM); finished files are kept, --resume continues", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("awp: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,22 @@
 Every file the toolkit writes goes to a temporary file in the destination folder and is renamed
 into place, so a process killed at any instant leaves either the old or the new version of the
 file, never a torn one (DESIGN.md, "Files on disk").
+
+Temporary files are hidden and end in ``.tmp`` (``.last.pt.HOST-PID.XXXX.tmp``), so nothing that
+looks for real outputs can mistake one for a checkpoint or a table; those left behind by a killed
+process are removed by the next write into the same folder (:func:`remove_stale_temporaries`).
+Files get the permissions of a plain ``open()`` (umask), not ``mkstemp``'s owner-only 0600.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,26 +28,114 @@ import torch
 from awp.errors import UserError
 
 
+# mkstemp creates files readable by the owner only; a real output gets the permissions that
+# open() would give it. The umask can only be read by setting it, so it is read once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+TMP_SUFFIX = ".tmp"
+
+
+def _tmp_prefix(name: str) -> str:
+    """Temporary names are hidden, end in ``.tmp`` and carry host and pid: ``.last.pt.HOST-PID.XXXX.tmp``.
+
+    So no glob for real outputs (``*.pt``, ``*.csv``, ``landscape.json``) ever matches one, and a
+    temporary file left by a killed process can be recognized as stale and removed.
+    """
+    return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, owned by someone else
+        return True
+    return True
+
+
+_STALE = re.compile(rf"^\..+\.{re.escape(_HOST)}-(\d+)\.[^.]+{re.escape(TMP_SUFFIX)}$")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files in ``folder`` left by killed processes of this host; returns them.
+
+    Only files named by :func:`_tmp_prefix` on this host whose process no longer exists are
+    removed: a live writer (another process, or a thread of this one) is never disturbed, and a
+    folder shared with other machines keeps their files.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STALE.match(entry.name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a power cut, not only a killed process); best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _why(folder: Path, exc: OSError) -> str:
+    """The reason a folder cannot be written, naming a file that stands where a folder should be."""
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    return exc.strerror or str(exc)
+
+
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     path = Path(path)
     folder = path.parent
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=TMP_SUFFIX, dir=folder)
     except OSError as exc:
-        raise UserError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
+        raise UserError(f"cannot write into {folder}: {_why(folder, exc)}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
+    _fsync_folder(folder)
+    remove_stale_temporaries(folder)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -70,7 +166,11 @@ def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> None:
 
 
 def write_csv(path: str | Path, rows: list[Mapping[str, Any]], columns: list[str] | None = None) -> None:
-    """Write a whole CSV table atomically (used to append: rewrite with the new row added)."""
+    """Write a whole CSV table atomically (used to append: rewrite with the new row added).
+
+    Rewriting is how a row is appended whole: a reader sees the table before or after the row,
+    never half a line. Floats are written with ``repr`` precision, so they read back exactly.
+    """
     columns = columns or (list(rows[0].keys()) if rows else [])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")

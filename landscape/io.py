@@ -7,6 +7,12 @@ In ``<out>/<name>/``: ``landscape.csv`` (direction, alpha[, beta], loss, acc), `
 every point. The cache key is the sha256 of the checkpoint's bytes and of every setting that can
 change a number, never the file name (reusing results by file name is the stale-cache fault of
 Li et al.'s tool, REFERENCE §7).
+
+Each file is replaced atomically, but the table and its settings are two files: a run killed
+between writing ``landscape.csv`` and ``landscape.json`` would leave a new table beside the old
+settings. So ``landscape.json`` records the sha256 of the table it describes (``csv_sha256``), and a
+table that does not match is never reused nor read as a result; the partial table, removed only
+once both files are in place, carries the run on.
 """
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from awp.io import atomic_write_json, read_csv_rows, write_csv
+from awp.errors import UserError
+from awp.io import atomic_write_json, read_csv_rows, sha256_file, write_csv
 
 CSV, JSON, PNG, PARTIAL = "landscape.csv", "landscape.json", "landscape.png", "landscape.partial.json"
 KEY_VERSION = 1  # bump when the meaning of a stored number changes
@@ -35,20 +42,33 @@ def _typed(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _table_matches(folder: Path, info: dict[str, Any]) -> bool:
+    """Whether ``landscape.csv`` is the table that ``landscape.json`` describes."""
+    if not (folder / CSV).is_file():
+        return False
+    if "csv_sha256" in info:
+        return sha256_file(folder / CSV) == info["csv_sha256"]
+    return len(read_csv_rows(folder / CSV)) == info.get("points_total")  # files written before csv_sha256
+
+
 def load_done(folder: str | Path, key: str) -> list[dict[str, Any]]:
-    """Rows already computed under ``key`` (finished result or partial table); [] when the key differs."""
+    """Rows already computed under ``key`` (finished result or partial table); [] when the key differs.
+
+    Unreadable or mismatched files count as nothing done (the points are computed again), never
+    as an error: they can only come from outside the toolkit, since every write is atomic.
+    """
     folder = Path(folder)
     try:
         info = json.loads((folder / JSON).read_text())
-        if info.get("cache_key") == key and (folder / CSV).exists():
+        if isinstance(info, dict) and info.get("cache_key") == key and _table_matches(folder, info):
             return [_typed(r) for r in read_csv_rows(folder / CSV)]
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError, KeyError):
         pass
     try:
         partial = json.loads((folder / PARTIAL).read_text())
-        if partial.get("cache_key") == key:
+        if isinstance(partial, dict) and partial.get("cache_key") == key:
             return [_typed(r) for r in partial.get("rows", [])]
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass
     return []
 
@@ -59,16 +79,24 @@ def save_partial(folder: str | Path, key: str, rows: list[dict[str, Any]]) -> No
 
 
 def save_result(folder: str | Path, rows: list[dict[str, Any]], columns: list[str], info: dict[str, Any]) -> None:
-    """The finished table and its settings; the partial table is removed once both are written."""
+    """The finished table, then its settings (with the table's sha256); the partial table is removed last."""
     folder = Path(folder)
     write_csv(folder / CSV, rows, columns)
-    atomic_write_json(folder / JSON, info)
+    atomic_write_json(folder / JSON, {**info, "csv_sha256": sha256_file(folder / CSV)})
     (folder / PARTIAL).unlink(missing_ok=True)
 
 
 def read_result(folder: str | Path):
-    """(DataFrame, settings dict) of a finished result folder."""
+    """(DataFrame, settings dict) of a finished result folder; a table that its settings do not
+    describe (a run interrupted while saving) is a one-line :class:`UserError`."""
     import pandas as pd
 
     folder = Path(folder)
-    return pd.read_csv(folder / CSV), json.loads((folder / JSON).read_text())
+    try:
+        info = json.loads((folder / JSON).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {folder / JSON}: {exc}") from exc
+    if not isinstance(info, dict) or not _table_matches(folder, info):
+        raise UserError(f"{folder / CSV} is missing or does not match {JSON} (interrupted while saving?); "
+                        f"rerun `awp landscape` with the same settings to finish it")
+    return pd.read_csv(folder / CSV), info
