@@ -1,4 +1,5 @@
-"""The training package's subcommands: ``awp train``, ``awp eval``, ``awp pseudo-label``, ``awp presets``.
+"""The training package's subcommands: ``awp train``, ``awp eval``, ``awp pseudo-label``, ``awp presets``,
+``awp import-checkpoint`` and ``awp export`` (other people's checkpoints, :mod:`awp.convert`).
 
 Run-level choices are flags (preset, output folder, seed, device, resume); hyperparameters come
 from a preset plus typed ``key=value`` overrides (awp.config).
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from awp.errors import UsageError
 
-COMMANDS = ("train", "eval", "pseudo-label", "presets")
+COMMANDS = ("train", "eval", "pseudo-label", "presets", "import-checkpoint", "export")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--data-dir")
     ev.add_argument("--download", action="store_true")
     ev.add_argument("--out", help="JSON file for the results (default: next to the checkpoint)")
+    ev.add_argument("--dataset", default="cifar10", help="data set of a robustbench:NAME entry")
+    ev.add_argument("--threat", default="Linf", help="threat model of a robustbench:NAME entry (Linf, L2)")
+    ev.add_argument("--model-dir", help="RobustBench model folder (default ./models)")
 
     pl = subparsers.add_parser("pseudo-label", help="label an unlabeled pool with a standard model (for RST)")
     pl.add_argument("checkpoint", help="a standard-trained checkpoint")
@@ -53,10 +57,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     subparsers.add_parser("presets", help="list the training presets")
 
+    im = subparsers.add_parser(
+        "import-checkpoint", help="convert an official AWP / TRADES / MART / RST checkpoint into ours",
+        description="Read a published checkpoint safely (weights_only), strip module. prefixes and TRADES' "
+                    "unused sub_block1, put the repository's input normalization into the model, load strictly "
+                    "and write our checkpoint with its provenance. TRADES-AWP / MART-AWP / RST-AWP files use "
+                    "--format trades / mart / rst.")
+    im.add_argument("source", metavar="SRC", help="the published .pt / .pth file")
+    im.add_argument("--format", required=True, choices=["official-awp", "trades", "mart", "rst"])
+    im.add_argument("--arch", required=True, help="preactresnet18, wrn-34-10, wrn-28-10")
+    im.add_argument("--dataset", required=True, help="cifar10, cifar100, svhn")
+    im.add_argument("--out", required=True, help="checkpoint to write")
+    im.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                    help="inputs normalized with the data set's mean/std before the network "
+                         "(default: as the format's repository did: official-awp yes, others no)")
+    im.add_argument("--threat", default="Linf", choices=["Linf", "L2"],
+                    help="threat model stored for eval/landscape: Linf 8/255 or L2 0.5 (default Linf)")
+    im.add_argument("--method", help="training method, recorded as is (e.g. trades-awp)")
+    im.add_argument("--awp-gamma", type=float, help="AWP gamma of the run, recorded as is")
+
+    ex = subparsers.add_parser(
+        "export", help="export a checkpoint as a state dict that RobustBench's architecture loads strictly",
+        description="Write our weights as a bare state dict for RobustBench (WideResNet / PreActResNet keys, "
+                    "mu/sigma when the model normalizes inside); with --model-name, fit and verify against "
+                    "that registered RobustBench model (needs the robustbench extra).")
+    ex.add_argument("checkpoint", metavar="CKPT")
+    ex.add_argument("--format", default="robustbench", choices=["robustbench"])
+    ex.add_argument("--out", required=True, help="file to write, e.g. models/cifar10/Linf/NAME.pt")
+    ex.add_argument("--model-name", help="RobustBench model whose architecture must load the file")
+    ex.add_argument("--dataset", help="RobustBench data set (default: the checkpoint's)")
+    ex.add_argument("--threat", default="Linf", help="RobustBench threat model (default Linf)")
+
 
 def run(args: argparse.Namespace) -> int:
     """Run one of this package's subcommands."""
-    return {"train": _train, "eval": _eval, "pseudo-label": _pseudo_label, "presets": _presets}[args.command](args)
+    return {"train": _train, "eval": _eval, "pseudo-label": _pseudo_label, "presets": _presets,
+            "import-checkpoint": _import_checkpoint, "export": _export}[args.command](args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -72,7 +108,10 @@ def _train(args: argparse.Namespace) -> int:
     config = load_preset(args.preset, overrides)
     _, run = fit(config, args.out, resume=args.resume, progress=not args.quiet,
                  log=lambda message: print(message, file=sys.stderr))
-    print(f"run saved in {run}")
+    from awp import distributed
+
+    if distributed.is_main():  # under torchrun every rank runs this; one line is enough
+        print(f"run saved in {run}")
     return 0
 
 
@@ -87,8 +126,14 @@ def _eval(args: argparse.Namespace) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     result = evaluate_checkpoint(args.checkpoint, attacks=attacks, split=args.split, samples=args.samples,
                                  eps=eps, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                                 data_dir=args.data_dir, download=args.download)
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".eval.json")
+                                 data_dir=args.data_dir, download=args.download, dataset=args.dataset,
+                                 threat=args.threat, model_dir=args.model_dir)
+    if args.out:
+        out = Path(args.out)
+    elif args.checkpoint.startswith("robustbench:"):
+        out = Path(args.checkpoint.replace(":", "_") + ".eval.json")
+    else:
+        out = Path(args.checkpoint).with_suffix(".eval.json")
     from awp.io import atomic_write_json
 
     atomic_write_json(out, result)
@@ -136,3 +181,20 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_checkpoint(args: argparse.Namespace) -> int:
+    from awp.convert import import_checkpoint
+
+    out = import_checkpoint(args.source, format=args.format, arch=args.arch, dataset=args.dataset, out=args.out,
+                            normalize=args.normalize, threat=args.threat, method=args.method,
+                            awp_gamma=args.awp_gamma)
+    print(f"imported {args.source} ({args.format}) as {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from awp.convert import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, format=args.format, out=args.out, model_name=args.model_name,
+                            dataset=args.dataset, threat=args.threat)
+    print(f"exported {args.checkpoint} as {out} (provenance in {out.name}.provenance.json)")
+    return 0

@@ -75,6 +75,7 @@ class TrainConfig:
     precision: str = "fp32"                 # 'fp32' | 'bf16' | 'fp16'
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False                   # torchrun: BatchNorm statistics over the global batch
 
     def validate(self) -> "TrainConfig":
         """Reject nonsensical values with one line each."""

@@ -18,6 +18,7 @@ pixel space with no normalization to forget.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ class SmallCNN(nn.Module):
     """Three stages of conv3x3 -> BatchNorm -> ReLU, 2x2 max-pool between stages, global average
     pool, linear. BatchNorm is there on purpose: AWP must leave BN statistics untouched, and a
     model without BN could not show that it does.
+
+    ``batchnorm=False`` drops the BatchNorms (the convs then get a bias): every example's output
+    depends on that example alone, so a DDP run equals the single-process run exactly (the
+    distributed tests use it).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class SmallCNN(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         channels: Sequence[int] = (16, 32, 64),
+        batchnorm: bool = True,
     ):
         super().__init__()
         self.normalize = Normalize(mean, std)
@@ -100,8 +106,9 @@ class SmallCNN(nn.Module):
                 # Two pools only: 8x8 -> 4x4 -> 2x2, so the digits still have a spatial map.
                 layers.append(nn.MaxPool2d(2))
             # No conv bias: the BatchNorm that follows has its own shift.
-            layers += [nn.Conv2d(prev, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU()]
+            layers += ([nn.Conv2d(prev, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)]
+                       if batchnorm else [nn.Conv2d(prev, width, 3, padding=1)])
+            layers.append(nn.ReLU())
             prev = width
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(prev, num_classes)
@@ -296,10 +303,13 @@ class _Entry:
     constructor: Callable[..., nn.Module]
     # The kwargs beyond the common ones, with their defaults; the names preset them.
     defaults: Mapping[str, Any]
+    # Options recorded in arch_kwargs only when they differ from these defaults, so that models
+    # and checkpoints made before the option existed keep their arch_kwargs.
+    optional: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "smallcnn": _Entry(SmallCNN, {"channels": (16, 32, 64)}),
+    "smallcnn": _Entry(SmallCNN, {"channels": (16, 32, 64)}, {"batchnorm": True}),
     "preactresnet18": _Entry(PreActResNet18, {}),
     "wrn-34-10": _Entry(WideResNet, {"depth": 34, "widen_factor": 10, "dropout": 0.0}),
     "wrn-28-10": _Entry(WideResNet, {"depth": 28, "widen_factor": 10, "dropout": 0.0}),
@@ -327,7 +337,7 @@ def build_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     require(isinstance(name, str) and name in _REGISTRY,
             f"unknown model {name!r}; choose from: {', '.join(list_models())}")
     entry = _REGISTRY[name]
-    accepted = {"num_classes": 10, **_COMMON_DEFAULTS, **entry.defaults}
+    accepted = {"num_classes": 10, **_COMMON_DEFAULTS, **entry.defaults, **entry.optional}
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise UsageError(f"unknown argument {unknown[0]!r} for model {name!r}; "
@@ -337,7 +347,8 @@ def build_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     _check_together(name, resolved)
     model = entry.constructor(**resolved)
     model.arch = name
-    model.arch_kwargs = resolved
+    model.arch_kwargs = {k: v for k, v in resolved.items()
+                         if k not in entry.optional or v != entry.optional[k]}
     return model
 
 
@@ -393,7 +404,13 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "depth": lambda what, v: _as_int(what, v, 10),
     "widen_factor": lambda what, v: _as_int(what, v, 1),
     "dropout": _as_dropout,
+    "batchnorm": lambda what, v: _as_bool(what, v),
 }
+
+
+def _as_bool(what: str, value: Any) -> bool:
+    require(isinstance(value, bool), f"{what} must be true or false, got {value!r}")
+    return value
 
 
 def _check_together(name: str, kw: Mapping[str, Any]) -> None:

@@ -25,8 +25,9 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
-from awp import __version__
+from awp import __version__, distributed
 from awp.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 from awp.config import TrainConfig, config_from_dict
 from awp.data import DataSplits, build_dataset, iterate_batches, iterate_mixed_batches, num_batches
@@ -48,30 +49,41 @@ COLUMNS = (["epoch", "lr", "awp_active", "train_batch_loss", "train_batch_adv_ac
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, x: Tensor,
                y: Tensor, awp: AdversarialWeightPerturbation | None = None, *,
                runtime: Runtime = CPU, scaler: torch.amp.GradScaler | None = None,
-               sync: bool = True) -> dict[str, Any]:
+               sync: bool = True, loss_scale: float = 1.0) -> dict[str, Any]:
     """One training step; returns floats (``sync=False``: 0-dim tensors, no host sync).
 
     Keys: ``loss`` (the training loss, at w + v with AWP), ``adv_acc`` (accuracy of the training
     forward on x_adv, train mode, at w + v: a training-time statistic, not the robust accuracy of
     the gap), ``awp`` (1.0 when a weight perturbation was applied).
+
+    Under DDP ``model`` is the DistributedDataParallel wrapper: only the training forward and
+    backward go through it (its gradient all-reduce); the attack runs on the wrapped module, and
+    ``awp`` must be built on that module too (its ascent all-reduces its own gradient).
+    ``loss_scale`` multiplies the losses that are differentiated (not the returned ``loss``):
+    a rank holding n_r of a global batch of N uses n_r * world / N, so DDP's gradient average is
+    the gradient of the global batch mean even when the shares differ in size.
     """
     model.train()
+    local = model.module if isinstance(model, DistributedDataParallel) else model
     with runtime.autocast():
-        x_adv = method.attack(model, x, y)
+        x_adv = method.attack(local, x, y)
+
+    def scaled(loss: Tensor) -> Tensor:
+        return loss if loss_scale == 1.0 else loss * loss_scale
 
     def objective(m: nn.Module) -> Tensor:
         with runtime.autocast():
-            return method.loss(m, x, x_adv, y)
+            return scaled(method.loss(m, x, x_adv, y))
 
     def step() -> dict[str, Tensor]:
         with runtime.autocast():
             out = method.forward(model, x, x_adv, y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
-            out["loss"].backward()
+            scaled(out["loss"]).backward()
             optimizer.step()
         else:
-            scaler.scale(out["loss"]).backward()
+            scaler.scale(scaled(out["loss"])).backward()
             scaler.step(optimizer)
             scaler.update()
         return out
@@ -117,7 +129,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _meta(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
-    return {"awp_toolkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    world = {"world_size": distributed.world()} if distributed.world() > 1 else {}
+    return {**world, "awp_toolkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "device": str(runtime.device),
             "device_name": (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
                             else platform.processor() or "cpu"),
@@ -125,17 +138,30 @@ def _meta(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
             "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _batches(config: TrainConfig, data: DataSplits, method: Method, epoch: int, runtime: Runtime):
+def _batches(config: TrainConfig, data: DataSplits, method: Method, epoch: int, runtime: Runtime,
+             rank: int = 0, world: int = 1):
+    """(x, y, size of the global batch) of this rank's shares; one process: the whole batches.
+
+    Under DDP a last global batch smaller than the number of processes is skipped (some rank
+    would get no image); every other batch is the single-process batch, split across ranks.
+    """
     if method.uses_unlabeled:
         if data.unlabeled is None:
             raise UsageError("method 'rst' needs unlabeled=PATH (see `awp pseudo-label`)")
         for x, y, _ in iterate_mixed_batches(data.train, data.unlabeled, config.batch_size,
                                              unsup_fraction=config.unsup_fraction, seed=config.seed,
-                                             epoch=epoch, device=runtime.device, augment=data.augment):
-            yield x, y
+                                             epoch=epoch, device=runtime.device, augment=data.augment,
+                                             rank=rank, world_size=world):
+            yield x, y, config.batch_size
     else:
-        yield from iterate_batches(data.train, config.batch_size, shuffle=True, seed=config.seed,
-                                   epoch=epoch, device=runtime.device, augment=data.augment)
+        batches = iterate_batches(data.train, config.batch_size, shuffle=True, seed=config.seed,
+                                  epoch=epoch, device=runtime.device, augment=data.augment,
+                                  rank=rank, world_size=world)
+        for b, (x, y) in enumerate(batches):
+            size = min(config.batch_size, len(data.train) - b * config.batch_size)
+            if size < world:
+                break
+            yield x, y, size
 
 
 def _iterations(config: TrainConfig, data: DataSplits, method: Method) -> int:
@@ -147,13 +173,25 @@ def _iterations(config: TrainConfig, data: DataSplits, method: Method) -> int:
 
 def _measure(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,
              runtime: Runtime) -> dict[str, float]:
+    """Every split's clean and robust metrics; under DDP each rank measures images rank::world
+    and the sums are all-reduced (same images in all, other random starts than one process)."""
     sets = {"train": data.train.tensors(limit=config.eval_train_samples),
             "val": data.val.tensors() if data.val is not None and len(data.val) else None,
             "test": data.test.tensors(limit=config.eval_test_samples)}
+    rank, world = distributed.rank(), distributed.world()
     row: dict[str, float] = {}
     for split, tensors in sets.items():
-        result = (clean_and_robust(model, *tensors, attack, batch_size=config.eval_batch_size, runtime=runtime)
-                  if tensors is not None else dict.fromkeys(QUANTITIES, float("nan")))
+        if tensors is None:
+            result = dict.fromkeys(QUANTITIES, float("nan"))
+        elif world == 1:
+            result = clean_and_robust(model, *tensors, attack, batch_size=config.eval_batch_size, runtime=runtime)
+        else:
+            x, y = (t[rank::world] for t in tensors)
+            share = (clean_and_robust(model, x, y, attack, batch_size=config.eval_batch_size, runtime=runtime)
+                     if len(x) else dict.fromkeys(QUANTITIES, 0.0))
+            sums = torch.tensor([share[k] * len(x) for k in QUANTITIES], dtype=torch.float64,
+                                device=runtime.device)
+            result = dict(zip(QUANTITIES, (distributed.all_reduce_sum(sums) / len(tensors[0])).tolist()))
         row.update({f"{split}_{k}": v for k, v in result.items()})
     return row
 
@@ -167,9 +205,19 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
     functions of (seed, epoch), so the result is bit-identical to an uninterrupted run on CPU.
     """
     config.validate()
-    log = log or (lambda message: None)
-    run = Path(out_dir) if out_dir is not None else None
     runtime = resolve_runtime(config.device, config.precision, config.channels_last, config.compile)
+    with distributed.session(runtime.device):
+        return _fit(config, Path(out_dir) if out_dir is not None else None, distributed.localize(runtime),
+                    resume=resume, progress=progress, log=log)
+
+
+def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: bool, progress: bool,
+         log: Callable[[str], None] | None) -> tuple[nn.Module, Path | None]:
+    """``fit`` in a process of a group (or alone): rank 0 prints and writes, every rank trains."""
+    rank, world = distributed.rank(), distributed.world()
+    main = rank == 0
+    log = log if (log is not None and main) else (lambda message: None)
+    progress = progress and main
     if run is not None:
         _check_run_folder(run, config, resume)
 
@@ -179,7 +227,13 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
                          val_size=config.val_size, train_subset=config.train_subset,
                          split_seed=config.split_seed, unlabeled=config.unlabeled)
     arch_kwargs = _arch_kwargs(config, data)
-    model = runtime.prepare_model(build_model(config.model, **arch_kwargs))
+    model = build_model(config.model, **arch_kwargs)
+    if config.sync_bn and world > 1:
+        model = distributed.convert_sync_batchnorm(model, runtime.device)
+    model = runtime.prepare_model(model)
+    if world > 1:  # same initial weights everywhere (DDP also broadcasts them), then per-rank draws
+        torch.manual_seed(config.seed + 1_000_003 * rank)
+        random.seed(config.seed + 1_000_003 * rank)
     hparams = dict(eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
                    norm=config.norm, beta=config.beta)
     if config.attack_mode is not None:
@@ -189,6 +243,12 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
     scaler = runtime.grad_scaler()
     forward_model = runtime.compiled(model)
+    # DDP wraps the compiled model (nanoGPT's order); attacks, the AWP ascent and the evaluation
+    # use forward_model, so only the training backward triggers DDP's gradient all-reduce.
+    train_model = forward_model
+    if world > 1:
+        train_model = DistributedDataParallel(
+            forward_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
     awp: AdversarialWeightPerturbation | None = None
     if config.awp_gamma > 0 and config.awp_kind == "random":
         awp = RandomWeightPerturbation(forward_model, config.awp_gamma,
@@ -206,18 +266,25 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
         optimizer.load_state_dict(last["optimizer"])
         scaler.load_state_dict(last.get("scaler", {})) if last.get("scaler") else None
         state = _State(epoch=last["epoch"], best_robust_acc=last["best_robust_acc"], best_epoch=last["best_epoch"])
-        _set_rng_state(last["rng"])
+        ranks = last.get("rng_ranks")
+        if world == 1 or (ranks is not None and len(ranks) == world):
+            _set_rng_state(last["rng"] if world == 1 else ranks[rank])
+        else:  # another number of processes: the run continues, but not bit for bit
+            torch.manual_seed(config.seed + 1_000_003 * rank + 7 * last["epoch"])
+            log(f"note: {run / 'last.pt'} was written by {len(ranks or [0])} process(es), not {world}; "
+                "random draws after the resume differ from an uninterrupted run")
         if isinstance(awp, RandomWeightPerturbation) and "awp_generator" in last["rng"]:
             awp.generator.set_state(last["rng"]["awp_generator"].to("cpu"))
         rows = [r for r in read_csv_rows(run / "metrics.csv") if int(r["epoch"]) <= state.epoch]
         log(f"resuming {run} after epoch {state.epoch}")
-    elif run is not None:
+    elif run is not None and main:
         try:  # only now, once data and model are known to load: a bad input leaves nothing behind
             run.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run folder {run}: {exc.strerror or exc}") from exc
         atomic_write_json(run / "config.json", config.to_dict())
         atomic_write_json(run / "meta.json", _meta(config, runtime))
+    distributed.barrier()
 
     def checkpoint(path: Path, epoch: int, metrics: dict[str, Any], **extra: Any) -> None:
         save_checkpoint(path, model, arch=config.model, arch_kwargs=arch_kwargs, dataset=config.dataset,
@@ -234,16 +301,23 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
         finite = []
         lr = config.lr
         count = 0
-        for i, (x, y) in enumerate(_batches(config, data, method, epoch_index, runtime)):
+        for i, (x, y, size) in enumerate(_batches(config, data, method, epoch_index, runtime, rank, world)):
             lr = learning_rate(config.lr, epoch_index + (i + 1) / iterations, config.epochs,
                                config.schedule, config.lr_milestones, config.lr_decay)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            stats = train_step(forward_model, optimizer, method, runtime.batch(x), y, active,
-                               runtime=runtime, scaler=scaler if scaler.is_enabled() else None, sync=False)
-            sums += torch.stack([stats["loss"], stats["adv_acc"]]).double()
+            share = len(y) * world / size  # 1.0 in one process
+            stats = train_step(train_model, optimizer, method, runtime.batch(x), y, active,
+                               runtime=runtime, scaler=scaler if scaler.is_enabled() else None, sync=False,
+                               loss_scale=share)
+            step_stats = torch.stack([stats["loss"], stats["adv_acc"]]).double()
+            sums += step_stats if world == 1 else step_stats * share
             finite.append(torch.isfinite(stats["loss"]))
             count += 1
+        if world > 1:  # global-batch means; a rank's non-finite loss stops every rank
+            sums = distributed.all_reduce_sum(sums) / world
+            finite = list(distributed.all_reduce_sum((~torch.stack(finite)).int()) == 0)
+            distributed.broadcast_buffers(model)  # BN running stats: rank 0's, the ones saved
         bad = (~torch.stack(finite)).nonzero()
         if len(bad):
             kept = f"; the last good checkpoint is {run / 'last.pt'}" if run is not None and state.epoch else ""
@@ -264,6 +338,9 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
             bar.set_postfix(train_rob=f"{row['train_robust_acc']:.3f}", test_rob=f"{row['test_robust_acc']:.3f}")
         if run is None:
             continue
+        rng_ranks = distributed.all_gather_objects(_rng_state()) if world > 1 else None
+        if not main:
+            continue
         write_csv(run / "metrics.csv", rows, COLUMNS)
         metrics = {k: v for k, v in row.items() if k != "time"}
         if improved:
@@ -274,7 +351,9 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
                    scaler=scaler.state_dict() if scaler.is_enabled() else {},
                    rng={**_rng_state(), **({"awp_generator": awp.generator.get_state()}
                                             if isinstance(awp, RandomWeightPerturbation) else {})},
-                   best_robust_acc=state.best_robust_acc, best_epoch=state.best_epoch)
+                   best_robust_acc=state.best_robust_acc, best_epoch=state.best_epoch,
+                   **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}))
+    distributed.barrier()  # the files exist on return, on every rank
     model.eval()
     return model, run
 

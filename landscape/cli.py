@@ -4,6 +4,10 @@ For every checkpoint, model and data are rebuilt from the checkpoint alone (its 
 the same directions' seeds are used for every checkpoint (so curves compare), and the result is
 written to ``OUT/<name>/`` (:mod:`landscape.io`), resuming from a partial table whose cache key
 matches. ``OUT/curves.png`` overlays all checkpoints.
+
+Under ``torchrun --nproc_per_node N awp landscape ...`` the (direction, alpha) points are split
+across the N processes (:func:`landscape.evaluate.run_points`); rank 0 alone writes, and the
+files are those one process would write.
 """
 from __future__ import annotations
 
@@ -84,8 +88,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--radius", type=float, default=0.5, help="|alpha| of the sharpness scalar (default 0.5)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="autocast precision of the attacks and forwards (default fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--data-dir")
+    p.add_argument("--dataset", default="cifar10", help="data set of robustbench:NAME entries")
+    p.add_argument("--threat", default="Linf", help="threat model of robustbench:NAME entries (Linf, L2)")
+    p.add_argument("--model-dir", help="RobustBench model folder (default ./models)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -107,8 +118,8 @@ def _check_args(args: argparse.Namespace) -> tuple[list[float], list[float] | No
 
 def _names(paths: list[Path]) -> list[str]:
     """Checkpoint stem, or run-folder_stem where stems collide (epoch_010.pt of two runs)."""
-    stems = [p.stem for p in paths]
-    names = [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    stems = [p.stem.replace(":", "_") for p in paths]  # robustbench:NAME -> robustbench_NAME
+    names = [f"{p.parent.name}_{stem}" if stems.count(stem) > 1 else stem for p, stem in zip(paths, stems)]
     if len(set(names)) != len(names):
         names = [f"{i:02d}_{n}" for i, n in enumerate(names)]
     return names
@@ -135,8 +146,7 @@ def _samples(meta: dict[str, Any], args: argparse.Namespace, path: Path):
 
 
 def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runtime) -> tuple[Any, dict]:
-    from awp.checkpoint import load_checkpoint
-    from awp.io import sha256_file
+    from awp.convert import load_any
     from awp.metrics import AttackSpec
     from landscape import io as lio
     from landscape.curve import weight_loss_curve
@@ -145,8 +155,14 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
     from landscape.plot import plot_curves, plot_surface
     from landscape.surface import weight_loss_surface
 
-    model, meta = load_checkpoint(path, map_location=runtime.device)
-    digest = sha256_file(path)
+    from awp import distributed
+
+    model, meta = load_any(str(path), map_location=runtime.device, dataset=args.dataset,
+                           threat=args.threat, model_dir=args.model_dir)
+    model = runtime.prepare_model(model)
+    forward = runtime.compiled(model)  # shares model's parameters; directions are taken on model
+    main = distributed.is_main()
+    digest = meta["sha256"]
     config, x, y = _samples(meta, args, path)
     eps = _number(args.eps, "--eps")
     eps = config.eps if eps is None else eps
@@ -162,7 +178,9 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
                            "random_start": "uniform"},
                 "split": args.split, "samples": len(x), "sample_seed": args.sample_seed,
                 "batch_size": args.batch_size, "device_type": runtime.device.type,
-                "precision": runtime.precision}
+                "precision": runtime.precision,
+                # Recorded only when set, so tables computed before these options keep their key.
+                **({"channels_last": True} if runtime.channels_last else {})}
     key = lio.cache_key(digest, settings)
     done = lio.load_done(folder, key)
     rows = list(done)
@@ -171,17 +189,18 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
     def on_point(row: dict[str, Any]) -> None:
         rows.append(row)
         counter["computed"] += 1
-        lio.save_partial(folder, key, rows)
+        if main:
+            lio.save_partial(folder, key, rows)
 
     directions = [random_direction(model, seed=s, normalization=args.normalization, ignore=args.ignore)
                   for s in seeds]
     common = dict(loss=args.loss, attack=attack, batch_size=args.batch_size, runtime=runtime,
-                  on_point=on_point, progress=not args.quiet)
+                  on_point=on_point, progress=not args.quiet and main, sharded=True)
     if args.grid2d:
         have = {(r["alpha"], r["beta"]) for r in done}
         todo = [(a, b) for a in alphas for b in betas if (a, b) not in have]
         if todo:
-            weight_loss_surface(model, directions[0], directions[1], alphas, betas, (x, y), points=todo, **common)
+            weight_loss_surface(forward, directions[0], directions[1], alphas, betas, (x, y), points=todo, **common)
         columns = ["alpha", "beta", "loss", "acc"]
         order = {(a, b): i for i, (a, b) in enumerate((a, b) for a in alphas for b in betas)}
         rows = sorted((r for r in rows if (r["alpha"], r["beta"]) in order), key=lambda r: order[(r["alpha"], r["beta"])])
@@ -189,7 +208,7 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
         have = {(r["direction"], r["alpha"]) for r in done}
         todo = [(s, a) for s in seeds for a in alphas if (s, a) not in have]
         if todo:
-            weight_loss_curve(model, directions, alphas, (x, y), direction_ids=seeds, points=todo, **common)
+            weight_loss_curve(forward, directions, alphas, (x, y), direction_ids=seeds, points=todo, **common)
         columns = ["direction", "alpha", "loss", "acc"]
         order = {(s, a): i for i, (s, a) in enumerate((s, a) for s in seeds for a in alphas)}
         rows = sorted((r for r in rows if (r["direction"], r["alpha"]) in order),
@@ -209,6 +228,8 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
             "cache_key": key, "points_total": len(rows), "points_computed": counter["computed"],
             "points_reused": len(rows) - counter["computed"], "flatness": flatness,
             "direction_semantics": "direction column = the direction's seed"}
+    if not main:
+        return df, info
     lio.save_result(folder, rows, columns, info)
     label = f"{path.stem} (epoch {meta.get('epoch')})"
     if args.grid2d:
@@ -222,27 +243,44 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
 
 def run(args: argparse.Namespace) -> int:
     """Compute, save and plot the landscape of every checkpoint."""
+    from awp import distributed
     from awp.runtime import resolve_runtime
-    from landscape.plot import plot_curves
 
     alphas, betas = _check_args(args)
-    runtime = resolve_runtime(args.device)
+    runtime = resolve_runtime(args.device, getattr(args, "precision", "fp32"),
+                              getattr(args, "channels_last", False), getattr(args, "compile", False))
     paths = [Path(p) for p in args.checkpoints]
     for p in paths:  # fail before any work, with one line
+        if str(p).startswith("robustbench:"):
+            continue
+        if p.is_dir():
+            raise UserError(f"{p} is a folder, not a checkpoint file")
         if not p.is_file():
             raise UserError(f"checkpoint not found: {p}")
+    with distributed.session(runtime.device):
+        return _run(args, paths, alphas, betas, distributed.localize(runtime))
+
+
+def _run(args: argparse.Namespace, paths: list[Path], alphas, betas, runtime) -> int:
+    from awp import distributed
+    from landscape.plot import plot_curves
+
+    main = distributed.is_main()
     out = Path(args.out)
     curves = {}
     for path, name in zip(paths, _names(paths)):
         df, info = _one(path, out / name, args, alphas, betas, runtime)
         curves[name] = df
-        if not args.quiet:
+        if not args.quiet and main:
             flat = info["flatness"]
             extra = (f", sharpness@{flat['sharpness_radius']:g} = {flat['sharpness']:.4f}"
                      if flat.get("sharpness") is not None else "")
             print(f"{path}: {info['points_computed']} points computed, {info['points_reused']} reused{extra}",
                   file=sys.stderr)
-    if not args.grid2d:
-        plot_curves(curves, out / "curves.png", normalization=args.normalization, loss=args.loss, steps=args.steps)
-    print(f"landscape saved in {out}")
+    if main:
+        if not args.grid2d:
+            plot_curves(curves, out / "curves.png", normalization=args.normalization, loss=args.loss,
+                        steps=args.steps)
+        print(f"landscape saved in {out}")
+    distributed.barrier()  # the files exist when any rank returns
     return 0

@@ -26,7 +26,7 @@ def weight_loss_curve(model: nn.Module, directions: Sequence[Direction], alphas:
                       direction_ids: Sequence[Any] | None = None,
                       points: Iterable[tuple[Any, float]] | None = None,
                       on_point: Callable[[dict[str, Any]], None] | None = None,
-                      progress: bool = False) -> pd.DataFrame:
+                      progress: bool = False, sharded: bool = False) -> pd.DataFrame:
     """g(alpha) = rho(w + alpha d) for each direction d and each alpha; a tidy DataFrame.
 
     ``data``: an (x, y) pair of tensors (split into ``batch_size`` batches) or an iterable of
@@ -34,6 +34,8 @@ def weight_loss_curve(model: nn.Module, directions: Sequence[Direction], alphas:
     'clean' or 'fixed' (examples crafted at w only; biased, for comparison). ``direction_ids``:
     the labels of the ``direction`` column (default 0, 1, ...). ``points``: compute only these
     (direction id, alpha) pairs (resume, sharding). ``on_point(row)``: called after each point.
+    ``sharded``: under torchrun, split the points across the processes of the group
+    (:func:`landscape.evaluate.run_points`); every rank returns the whole table.
     Columns: direction, alpha, loss (mean CE), acc. The model is left bit-identical, its
     train/eval flags restored; no weight gradient is filled.
     """
@@ -50,7 +52,8 @@ def weight_loss_curve(model: nn.Module, directions: Sequence[Direction], alphas:
     todo = [({"direction": i, "alpha": a}, [(a, d)])
             for i, d in zip(ids, directions) for a in alphas
             if wanted is None or (i, point_key(a)) in wanted]
-    rows = run_points(evaluator, todo, names, on_point=on_point, progress=progress, desc="curve")
+    rows = run_points(evaluator, todo, names, on_point=on_point, progress=progress, desc="curve",
+                      sharded=sharded)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

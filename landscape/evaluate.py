@@ -155,19 +155,37 @@ class PointEvaluator:
 
 def run_points(evaluator: PointEvaluator, points: Sequence[tuple[dict[str, Any], Combination]],
                names: Sequence[str], *, on_point: Callable[[dict[str, Any]], None] | None = None,
-               progress: bool = False, desc: str = "landscape") -> list[dict[str, Any]]:
-    """Evaluate each (row keys, combination) point; a row is keys + loss + acc."""
+               progress: bool = False, desc: str = "landscape", sharded: bool = False) -> list[dict[str, Any]]:
+    """Evaluate each (row keys, combination) point; a row is keys + loss + acc.
+
+    ``sharded`` (inside a process group of N > 1; ignored otherwise): rank r evaluates points
+    r, r + N, ... (:func:`shard`); after each round of N points the rows are gathered, so every
+    rank returns all rows in the order of ``points`` and ``on_point`` sees every row on every
+    rank (the caller lets rank 0 alone write). A point's value does not depend on which process
+    computes it (the attack's generator is re-seeded at every point), so the table equals the
+    one-process table on the same kind of device.
+    """
     from tqdm.auto import tqdm
 
-    rows = []
+    from awp import distributed
+
+    world = distributed.world() if sharded and distributed.initialized() else 1
+    mine = shard(points, distributed.rank(), world) if world > 1 else list(points)
+    rounds = -(-len(points) // world)
+    rows: list[dict[str, Any]] = []
     with evaluator.session(), tqdm(total=len(points), disable=not progress, desc=desc, leave=False) as bar:
-        for keys, combination in points:
-            loss, acc = evaluator.point(combine(combination, names))
-            row = {**keys, "loss": loss, "acc": acc}
-            rows.append(row)
-            if on_point is not None:
-                on_point(dict(row))
-            bar.update(1)
+        for r in range(rounds):
+            row = None
+            if r < len(mine):
+                keys, combination = mine[r]
+                loss, acc = evaluator.point(combine(combination, names))
+                row = {**keys, "loss": loss, "acc": acc}
+            done = [row] if world == 1 else [g for g in distributed.all_gather_objects(row) if g is not None]
+            for got in done:
+                rows.append(got)
+                if on_point is not None:
+                    on_point(dict(got))
+            bar.update(len(done))
     return rows
 
 

@@ -24,11 +24,12 @@ def weight_loss_surface(model: nn.Module, d1: Direction, d2: Direction, alphas: 
                         runtime: Runtime | None = None,
                         points: Iterable[tuple[float, float]] | None = None,
                         on_point: Callable[[dict[str, Any]], None] | None = None,
-                        progress: bool = False) -> pd.DataFrame:
+                        progress: bool = False, sharded: bool = False) -> pd.DataFrame:
     """rho(w + alpha d1 + beta d2) on the grid alphas x betas (any shapes); columns alpha, beta, loss, acc.
 
     Rows run over alphas (outer) then betas (inner). ``points``: compute only these (alpha, beta)
-    pairs; ``on_point(row)`` after each point. Other arguments as in
+    pairs; ``on_point(row)`` after each point; ``sharded``: split the points across the
+    processes of a torchrun group (every rank returns the whole table). Other arguments as in
     :func:`landscape.curve.weight_loss_curve`; the model is left bit-identical.
     """
     alphas = as_floats(alphas, "alphas")
@@ -38,7 +39,8 @@ def weight_loss_surface(model: nn.Module, d1: Direction, d2: Direction, alphas: 
     names = sorted(set(active_names(d1)) | set(active_names(d2)))
     todo = [({"alpha": a, "beta": b}, [(a, d1), (b, d2)])
             for a in alphas for b in betas if wanted is None or point_key(a, b) in wanted]
-    rows = run_points(evaluator, todo, names, on_point=on_point, progress=progress, desc="surface")
+    rows = run_points(evaluator, todo, names, on_point=on_point, progress=progress, desc="surface",
+                      sharded=sharded)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -11,3 +11,14 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: deselected (not skipped) on machines without it."""
+    if torch.cuda.is_available():
+        return
+    kept = [item for item in items if "gpu" not in item.keywords]
+    dropped = [item for item in items if "gpu" in item.keywords]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
