@@ -87,6 +87,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--step-size", help="attack step (default eps/4)")
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--radius", type=float, default=0.5, help="|alpha| of the sharpness scalar (default 0.5)")
+    p.add_argument("--xi", type=float, default=0.0,
+                   help="also compute worst-case and average-case sharpness (Stutz et al. 2021) within "
+                        "||nu_l|| <= xi ||w_l|| per layer, e.g. 0.01 (default 0: off)")
+    p.add_argument("--xi-steps", type=int, default=5, help="projected ascent steps of worst-case sharpness (default 5)")
+    p.add_argument("--xi-samples", type=int, default=5, help="random draws of average-case sharpness (default 5)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="autocast precision of the attacks and forwards (default fp32)")
@@ -113,6 +118,10 @@ def _check_args(args: argparse.Namespace) -> tuple[list[float], list[float] | No
         raise UsageError(f"--steps must be >= 0, got {args.steps}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.xi <= 1:
+        raise UsageError(f"--xi is a relative weight norm in [0, 1] (0: off), got {args.xi}")
+    if args.xi_steps < 1 or args.xi_samples < 1:
+        raise UsageError(f"--xi-steps and --xi-samples must be >= 1, got {args.xi_steps} and {args.xi_samples}")
     return alphas, betas
 
 
@@ -151,7 +160,7 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
     from landscape import io as lio
     from landscape.curve import weight_loss_curve
     from landscape.directions import random_direction
-    from landscape.flatness import curvature, sharpness
+    from landscape.flatness import average_sharpness, curvature, sharpness, worst_case_sharpness
     from landscape.plot import plot_curves, plot_surface
     from landscape.surface import weight_loss_surface
 
@@ -222,6 +231,13 @@ def _one(path: Path, folder: Path, args: argparse.Namespace, alphas, betas, runt
         radius = min(args.radius, max(alphas), -min(alphas))
         flatness = {"sharpness": sharpness(df, radius) if radius > 0 else None, "sharpness_radius": radius,
                     "curvature": curvature(df) if len(alphas) >= 3 else None}
+    if args.xi > 0:  # model-based scalars: not cached (a few attacks), same samples and attack as the curve
+        scalar = dict(batch_size=args.batch_size, runtime=runtime)
+        flatness.update(
+            xi=args.xi, xi_steps=args.xi_steps, xi_samples=args.xi_samples,
+            worst_case_sharpness=worst_case_sharpness(forward, (x, y), args.xi, attack, steps=args.xi_steps, **scalar),
+            average_sharpness=average_sharpness(forward, (x, y), args.xi, attack, samples=args.xi_samples,
+                                                seed=args.seed, **scalar))
     info = {"checkpoint": str(path), "checkpoint_sha256": digest, "arch": meta.get("arch"),
             "dataset": meta.get("dataset"), "method": meta.get("method"), "awp_gamma": meta.get("awp_gamma"),
             "epoch": meta.get("epoch"), "metrics": meta.get("metrics"), "settings": settings,
