@@ -174,3 +174,36 @@ def test_torchrun_landscape_equals_single_process(runs):
     assert (two / "landscape.csv").read_text() == (one / "landscape.csv").read_text()
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert not (two / "landscape.partial.json").exists() or (one / "landscape.partial.json").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_resume_after_kill_is_bit_identical(tmp_path):
+    """A 2-process run killed mid-training and resumed with --resume ends bit-identical to an
+    uninterrupted 2-process run (every rank restores its own RNG state from last.pt)."""
+    import signal
+    import time
+
+    args = ["train", "--preset", "digits-at-awp", *[a for a in TRAIN if not a.startswith("epochs=")], "epochs=4"]
+    _torchrun(*args, "--out", str(tmp_path / "straight"), "--quiet")
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+               "127.0.0.1", "--master_port", str(_free_port()), "-m", "awp_cli", *args,
+               "--out", str(tmp_path / "killed"), "--quiet"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    metrics = tmp_path / "killed" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # two epochs done
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    proc.wait()
+    interrupted_at = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= interrupted_at < 4
+    _torchrun(*args, "--out", str(tmp_path / "killed"), "--resume", "--quiet")
+    a, b = (torch.load(tmp_path / r / "last.pt", weights_only=True) for r in ("straight", "killed"))
+    assert a["epoch"] == b["epoch"] == 4
+    for name, value in a["model"].items():
+        assert torch.equal(b["model"][name], value), name
