@@ -23,13 +23,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch starts its thread 
 
 import argparse
 import platform
-import statistics
-import time
 from importlib import metadata
 
 import torch
 import torch.nn.functional as F
 
+from common import interleaved  # benchmarks/ is on sys.path when run as a script
 from awp.attacks import pgd
 from awp.models import build_model
 
@@ -52,19 +51,6 @@ def header(args, extra: str) -> None:
           f"OMP_NUM_THREADS = {os.environ.get('OMP_NUM_THREADS')}")
     print(f"settings: {extra}")
 
-
-def interleaved(variants: dict, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
-    """(median, min) seconds per variant; one warm-up call each, then ``rounds`` interleaved rounds."""
-    for fn in variants.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return ({name: statistics.median(t) for name, t in times.items()},
-            {name: min(t) for name, t in times.items()})
 
 
 def in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> bool:

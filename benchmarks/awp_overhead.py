@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import statistics
 import time
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+
+from common import interleaved  # benchmarks/ is on sys.path when run as a script
 
 from awp.methods import get_method
 from awp.models import build_model
@@ -104,15 +105,7 @@ def main() -> None:
     variants = {"forward+backward": forward_backward, "AT step after attack": outer_step,
                 "AT-AWP step after attack (ours)": awp_step,
                 "AT-AWP step after attack (official proxy)": official_step}
-    for fn in variants.values():  # warm-up
-        fn()
-    times = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med = interleaved(variants, args.rounds)[0]
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
           f"torch {torch.__version__}; model {args.model}, batch {args.batch}x3x{args.size}x{args.size}, "
           f"PGD-10, gamma 0.01, {args.rounds} interleaved rounds, medians")

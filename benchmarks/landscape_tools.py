@@ -31,14 +31,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch starts its thread 
 import argparse
 import copy
 import platform
-import statistics
-import time
 from importlib import metadata
 
 import numpy
 import torch
 import torch.nn.functional as F
 
+from common import interleaved  # benchmarks/ is on sys.path when run as a script
 from awp.attacks import pgd
 from awp.data import build_dataset
 from awp.metrics import AttackSpec
@@ -53,18 +52,6 @@ def _version(package: str) -> str:
     except metadata.PackageNotFoundError:
         return "not installed"
 
-
-def interleaved(variants: dict, rounds: int) -> dict[str, float]:
-    """Median seconds per variant; one warm-up call each, then ``rounds`` interleaved rounds."""
-    for fn in variants.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def deepcopy_curve(model, d, alphas, x, y, attack, batch_size):
@@ -186,7 +173,7 @@ def main() -> None:
         assert rel < 1e-4, "ours and loss-landscapes disagree on the same direction"
         assert all(p.requires_grad for p in model.parameters()), "the caller's model was changed"
 
-        med = interleaved({"ours": ours_clean, "loss-landscapes": theirs}, args.rounds)
+        med = interleaved({"ours": ours_clean, "loss-landscapes": theirs}, args.rounds)[0]
         print(f"  (a) ours, weight_loss_curve(loss='clean'):   {med['ours'] * 1000:9.1f} ms")
         print(f"  (b) loss_landscapes.random_line + Loss:      {med['loss-landscapes'] * 1000:9.1f} ms")
         results["clean"] = med["loss-landscapes"] / med["ours"]
@@ -200,7 +187,7 @@ def main() -> None:
     rel = float(abs(a - b).max() / abs(b).max())
     print(f"adversarial curve: agreement with the deep-copy loop, max relative difference {rel:.2e}")
     assert rel < 1e-4, "ours and the deep-copy loop disagree"
-    med = interleaved({"ours": ours_adv, "deepcopy": naive}, args.rounds)
+    med = interleaved({"ours": ours_adv, "deepcopy": naive}, args.rounds)[0]
     print(f"  (c) ours, weight_loss_curve(loss='adversarial'): {med['ours'] * 1000:9.1f} ms")
     print(f"  (d) deep copy per point + PGD on the copy:       {med['deepcopy'] * 1000:9.1f} ms "
           f"(+{k} model copies, {k * copy_bytes / 1e6:.2f} MB allocated in all)")

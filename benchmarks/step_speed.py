@@ -32,14 +32,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch starts its thread 
 import argparse
 import copy
 import platform
-import statistics
-import time
 from collections import OrderedDict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import interleaved  # benchmarks/ is on sys.path when run as a script
 from awp.methods import get_method
 from awp.models import build_model
 from awp.perturbation import AdversarialWeightPerturbation
@@ -301,7 +300,7 @@ def pass_costs(model, x, y, rounds):
         F.cross_entropy(model(xi), y).backward()
         model.zero_grad(set_to_none=True)
 
-    return interleaved({"fwd": fwd, "fwd+input-bwd": fwd_input_bwd, "fwd+full-bwd": fwd_full_bwd}, rounds)
+    return interleaved({"fwd": fwd, "fwd+input-bwd": fwd_input_bwd, "fwd+full-bwd": fwd_full_bwd}, rounds)[0]
 
 
 def predict(name: str, f1: float, f2: float, f3: float) -> float:
@@ -322,18 +321,6 @@ def predict(name: str, f1: float, f2: float, f3: float) -> float:
         original, ours = original + awp_orig, ours + awp
     return original / ours
 
-
-def interleaved(variants: dict, rounds: int) -> dict[str, float]:
-    """Median seconds per variant; one warm-up call each, then ``rounds`` interleaved rounds."""
-    for fn in variants.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -405,7 +392,7 @@ def main() -> None:
     for pair in pairs:
         variants[f"{pair.name} ours"] = lambda p=pair: p.ours(x, y)
         variants[f"{pair.name} original"] = lambda p=pair: p.original(x, y)
-    med = interleaved(variants, args.rounds)
+    med = interleaved(variants, args.rounds)[0]
     for name, seconds in med.items():
         print(f"  {name:22s} {seconds * 1000:9.1f} ms")
     print("summary: original / ours per training step (target >= 1.3); pass-count predictions from this\n"
