@@ -52,29 +52,39 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, arch_kwarg
     atomic_torch_save(payload, path)
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict, read safely; every failure is one :class:`UserError` line."""
+TRUSTED_HINT = ("if you trust its source, load it yourself with torch.load(..., weights_only=False) and "
+                "re-save the weights with awp.checkpoint.save_checkpoint")
+
+
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu", *, what: str = "checkpoint",
+              trusted_hint: str = TRUSTED_HINT) -> Any:
+    """``torch.load(path, weights_only=True)``; every failure is one :class:`UserError` line, and a
+    file that would need arbitrary unpickling is refused (never retried with weights_only=False)."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"checkpoint not found: {path}")
+        raise UserError(f"{what} not found: {path}")
     if path.is_dir():
-        raise UserError(f"{path} is a folder, not a checkpoint file")
+        raise UserError(f"{path} is a folder, not a {what} file")
     if path.stat().st_size == 0:
-        raise UserError(f"checkpoint {path} is empty")
+        raise UserError(f"{what} {path} is empty")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         unsafe = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
         if not unsafe:
-            raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({lines[-1][:160] if lines else 'unpickling failed'})") from exc
-        raise UserError(
-            f"refusing to load {path}: it needs arbitrary unpickling, which can run code "
-            f"({unsafe[0][:160]}); if you trust its source, load it yourself with torch.load(..., "
-            f"weights_only=False) and re-save the weights with awp.checkpoint.save_checkpoint") from exc
+            raise UserError(f"cannot read {what} {path}: truncated or corrupt "
+                            f"({lines[-1][:160] if lines else 'unpickling failed'})") from exc
+        raise UserError(f"refusing to load {path}: it needs arbitrary unpickling, which can run code "
+                        f"({unsafe[0][:160]}); {trusted_hint}") from exc
     except Exception as exc:  # torch raises RuntimeError, IndexError, EOFError... on torn files
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({reason})") from exc
+        raise UserError(f"cannot read {what} {path}: truncated or corrupt ({reason})") from exc
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict, read safely; every failure is one :class:`UserError` line."""
+    payload = safe_load(path, map_location)
     if not isinstance(payload, dict) or not all(k in payload for k in REQUIRED):
         raise UserError(f"{path} is not a checkpoint of this toolkit (no {'/'.join(REQUIRED)} keys); "
                         f"re-save foreign weights with awp.checkpoint.save_checkpoint (arch, arch_kwargs, config)")

@@ -116,13 +116,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from awp.config import _parse_float
+    from awp.config import parse_number
     from awp.evaluate import evaluate_checkpoint, format_table
 
     try:
-        eps = None if args.eps is None else _parse_float(args.eps)
+        eps = None if args.eps is None else parse_number(args.eps)
     except ValueError:
-        raise UsageError(f"--eps {args.eps!r} is not a number") from None
+        raise UsageError(f"--eps {args.eps!r} is not a number (or a fraction like 8/255)") from None
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     result = evaluate_checkpoint(args.checkpoint, attacks=attacks, split=args.split, samples=args.samples,
                                  eps=eps, batch_size=args.batch_size, seed=args.seed, device=args.device,

@@ -122,10 +122,14 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = get_type_hints(TrainConfig)
 
 
-def _parse_float(text: str) -> float:
-    if "/" in text:  # '8/255': a fraction, never an expression
+def parse_number(text: str) -> float:
+    """'0.03' or a fraction such as '8/255' (never an expression); ValueError otherwise."""
+    if "/" in text:
         num, _, den = text.partition("/")
-        return float(num) / float(den)
+        try:
+            return float(num) / float(den)
+        except ZeroDivisionError:
+            raise ValueError(f"division by zero in {text!r}") from None
     return float(text)
 
 
@@ -148,7 +152,7 @@ def _coerce(key: str, value: Any) -> Any:
             if base is int:
                 return int(value)
             if base is float:
-                return _parse_float(value)
+                return parse_number(value)
             if base in (list, dict):
                 parsed = json.loads(value)
                 if not isinstance(parsed, base):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from awp.checkpoint import FORMAT_VERSION, load_checkpoint, load_state_strict, read_checkpoint, strip_prefix
+from awp.checkpoint import (FORMAT_VERSION, load_checkpoint, load_state_strict, read_checkpoint, safe_load,
+                            strip_prefix)
 from awp.errors import UsageError, UserError
 from awp.io import atomic_torch_save, atomic_write_json, sha256_file
 from awp.models import build_model
@@ -89,29 +89,12 @@ _CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000}
 
 
 def _safe_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; every failure is one UserError line, never a retry."""
-    if not path.exists():
-        raise UserError(f"file not found: {path}")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path} is empty")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        unsafe = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-        if not unsafe:
-            raise UserError(f"cannot read {path}: truncated or corrupt "
-                            f"({lines[-1][:160] if lines else 'unpickling failed'})") from exc
-        raise UserError(
-            f"refusing to load {path}: it needs arbitrary unpickling, which can run code ({unsafe[0][:160]}); "
-            f"if you trust its source, convert it once: obj = torch.load(path, weights_only=False); "
-            f"torch.save({{k: v for k, v in obj.get('state_dict', obj).items() if torch.is_tensor(v)}}, "
-            f"'plain.pt'), then import plain.pt") from exc
-    except Exception as exc:  # RuntimeError, EOFError... on torn or non-torch files
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {path}: truncated or corrupt ({reason})") from exc
+    """A foreign file read like our checkpoints (:func:`awp.checkpoint.safe_load`), with a hint on
+    how to turn a trusted file that needs unpickling into a plain state dict."""
+    return safe_load(path, what="file", trusted_hint=(
+        "if you trust its source, convert it once: obj = torch.load(path, weights_only=False); "
+        "torch.save({k: v for k, v in obj.get('state_dict', obj).items() if torch.is_tensor(v)}, "
+        "'plain.pt'), then import plain.pt"))
 
 
 def _check_format(format: str) -> _Format:

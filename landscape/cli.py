@@ -50,12 +50,11 @@ def parse_range(text: str, what: str = "--alphas") -> list[float]:
 def _number(text: str | None, what: str) -> float | None:
     if text is None:
         return None
+    from awp.config import parse_number
+
     try:
-        if "/" in text:
-            num, den = text.split("/")
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
+        return parse_number(text)
+    except ValueError:
         raise UsageError(f"bad {what} {text!r}: a number or a fraction like 8/255") from None
 
 
@@ -291,7 +290,9 @@ def _run(args: argparse.Namespace, paths: list[Path], alphas, betas, runtime) ->
             flat = info["flatness"]
             extra = (f", sharpness@{flat['sharpness_radius']:g} = {flat['sharpness']:.4f}"
                      if flat.get("sharpness") is not None else "")
-            print(f"{path}: {info['points_computed']} points computed, {info['points_reused']} reused{extra}",
+            used = info["settings"]
+            print(f"{path}: {info['points_computed']} points computed, {info['points_reused']} reused{extra} "
+                  f"({used['loss']} loss, {used['attack']['name']}, {used['samples']} {used['split']} images)",
                   file=sys.stderr)
     if main:
         if not args.grid2d:
