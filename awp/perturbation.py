@@ -25,15 +25,10 @@ from torch import Tensor, nn
 
 from awp.attacks import model_mode
 from awp.errors import UsageError
-from awp.weights import named_weights
+from awp.weights import named_weights, unwrap
 
 EPS = 1e-20  # the official code's guard; float32 keeps it representable (it underflows in fp16)
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module that owns the parameters (DistributedDataParallel and torch.compile wrap it)."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def _global_gradient(grads: list[Tensor]) -> list[Tensor]:
@@ -54,7 +49,7 @@ class WeightPerturbation:
     def __init__(self, model: nn.Module, tensors: dict[str, Tensor]):
         self.model = model
         self.tensors = tensors
-        params = dict(_unwrap(model).named_parameters())
+        params = dict(unwrap(model).named_parameters())
         self._params = [(params[name], v) for name, v in tensors.items()]
 
     def norms(self) -> dict[str, float]:
@@ -112,12 +107,12 @@ class AdversarialWeightPerturbation:
         self.gamma = float(gamma)
         self.steps = int(steps)
         self.step_size = float(gamma if step_size is None else step_size)
-        self.names = [name for name, _ in named_weights(_unwrap(model))]
+        self.names = [name for name, _ in named_weights(unwrap(model))]
         if not self.names:
             raise UsageError("the model has no conv or linear weight for AWP to perturb")
 
     def _gradient(self, loss_fn: Callable[[nn.Module], Tensor]) -> list[Tensor]:
-        params = dict(_unwrap(self.model).named_parameters())
+        params = dict(unwrap(self.model).named_parameters())
         loss = loss_fn(self.model)
         grads = torch.autograd.grad(loss, [params[n] for n in self.names], allow_unused=True)
         return _global_gradient([torch.zeros_like(params[n], dtype=torch.float32) if g is None
@@ -125,7 +120,7 @@ class AdversarialWeightPerturbation:
 
     def compute(self, loss_fn: Callable[[nn.Module], Tensor]) -> WeightPerturbation:
         """v for ``loss_fn(model)`` (a scalar to maximize), with BN in train mode, stats restored."""
-        module = _unwrap(self.model)
+        module = unwrap(self.model)
         params = dict(module.named_parameters())
         w_norms = [params[n].detach().float().norm() for n in self.names]
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
@@ -162,7 +157,7 @@ class RandomWeightPerturbation(AdversarialWeightPerturbation):
         self.generator = generator
 
     def compute(self, loss_fn: Callable[[nn.Module], Tensor] | None = None) -> WeightPerturbation:
-        params = dict(_unwrap(self.model).named_parameters())
+        params = dict(unwrap(self.model).named_parameters())
         v = {}
         for name in self.names:
             w = params[name].detach().float()

@@ -11,6 +11,13 @@ from __future__ import annotations
 from torch import nn
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module that owns the parameters (DistributedDataParallel and torch.compile wrap it), so
+    that parameter names are the same whichever wrapper a caller holds."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def is_weight(name: str, param) -> bool:
     """True for conv and linear weights: ``dim >= 2`` and ``'weight'`` in the parameter name."""
     return param.dim() >= 2 and "weight" in name.rsplit(".", 1)[-1]

@@ -23,19 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from awp.errors import UsageError
-from awp.weights import is_weight
+from awp.weights import is_weight, unwrap
 
 Direction = dict[str, Tensor]
 NORMALIZATIONS = ("filter", "layer", "none")
 IGNORES = ("biasbn", "none")
 _TINY = 1e-10  # Li et al.'s guard against an all-zero slice
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    # DDP and torch.compile wrap the module that owns the parameters; names must be the owner's,
-    # because awp.perturbation.WeightPerturbation looks parameters up there.
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def _check(normalization: str, ignore: str) -> None:
@@ -66,7 +60,7 @@ def random_direction(model: nn.Module, seed: int = 0, normalization: str = "filt
     does not depend on the ignore rule.
     """
     _check(normalization, ignore)
-    params = list(_unwrap(model).named_parameters())
+    params = list(unwrap(model).named_parameters())
     if not params:
         raise UsageError("the model has no parameters to draw a direction for")
     generators: dict[torch.device, torch.Generator] = {}
@@ -92,8 +86,8 @@ def interpolation_direction(model_a: nn.Module, model_b: nn.Module, ignore: str 
     with model_a's statistics. Both models need the same parameter names and shapes.
     """
     _check("none", ignore)
-    pa = dict(_unwrap(model_a).named_parameters())
-    pb = dict(_unwrap(model_b).named_parameters())
+    pa = dict(unwrap(model_a).named_parameters())
+    pb = dict(unwrap(model_b).named_parameters())
     if list(pa) != list(pb):
         raise UsageError("interpolation needs two models with the same parameter names")
     direction: Direction = {}

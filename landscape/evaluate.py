@@ -1,9 +1,9 @@
 """The point evaluator shared by curves, surfaces and flatness scalars (Wu et al. 2020, Sec. 3).
 
 A landscape point is rho(w + v) for v = sum_i c_i d_i: the model in eval mode (BatchNorm uses
-the centre model's running statistics), v added in place by
-:meth:`awp.perturbation.WeightPerturbation.applied` (restored bit for bit on exit: no model copy),
-then one of three losses on a fixed set of samples:
+the centre model's running statistics), the weights set in place to w_centre + v (the centre is
+saved once per session and restored bit for bit after every point: no model copy, no per-point
+allocation), then one of three losses on a fixed set of samples:
 
 - ``'adversarial'`` (the paper's): PGD re-run against f_{w+v}; its random start comes from a
   generator seeded with ``attack.seed`` afresh at every point and consumed batch after batch, so
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from awp.attacks import model_mode
 from awp.errors import UsageError
 from awp.metrics import AttackSpec
-from awp.perturbation import WeightPerturbation
+from awp.weights import unwrap
 from awp.runtime import Runtime
 
 LOSSES = ("adversarial", "clean", "fixed")
@@ -78,20 +78,6 @@ def active_names(direction: dict[str, Tensor]) -> list[str]:
     return [name for name, flag in zip(direction, flags) if flag]
 
 
-def combine(combination: Combination, names: Sequence[str]) -> dict[str, Tensor]:
-    """v = sum_i c_i d_i on ``names``."""
-    out: dict[str, Tensor] = {}
-    for name in names:
-        total = None
-        for coef, d in combination:
-            if coef != 0 and name in d:
-                term = d[name] * float(coef)
-                total = term if total is None else total + term
-        if total is not None:
-            out[name] = total
-    return out
-
-
 class PointEvaluator:
     """rho(w + v) for many v on fixed samples; the model is in eval mode only inside :meth:`session`."""
 
@@ -105,6 +91,7 @@ class PointEvaluator:
         self.batches = prepare_batches(data, batch_size, self.runtime)
         self.count = sum(len(y) for _, y in self.batches)
         self._fixed: list[Tensor] | None = None
+        self._centre: dict[str, Tensor] | None = None  # saved weights while a session is open
 
     def _adversarial(self) -> list[Tensor]:
         generator = self.runtime.generator(self.attack.seed)
@@ -123,9 +110,42 @@ class PointEvaluator:
             return self._fixed
         return self._adversarial()
 
-    def sums(self, perturbation: dict[str, Tensor] | None = None) -> Tensor:
-        """[sum of CE, number correct] at w + perturbation, on the device (no sync)."""
-        def measure() -> Tensor:
+    def _offset(self, combination: Combination, names: Sequence[str] | None) -> None:
+        """Set w = w_centre + sum_i c_i d_i in place on ``names`` (default: every name the
+        combination mentions): one copy and one add per direction, no temporary tensors. The
+        centre of a tensor is saved the first time it is moved, once per session."""
+        if names is None:
+            names = sorted({name for coef, d in combination if coef != 0 for name in d})
+        with torch.no_grad():
+            for name in names:
+                param = self._params[name]
+                centre = self._centre.get(name)
+                if centre is None:
+                    centre = self._centre[name] = param.detach().clone()
+                param.copy_(centre)
+                for coef, d in combination:
+                    if coef != 0 and name in d:
+                        param.add_(d[name].to(param.dtype), alpha=float(coef))
+
+    def _restore(self) -> None:
+        """Every moved tensor back to its saved centre, bit for bit."""
+        with torch.no_grad():
+            for name, centre in self._centre.items():
+                self._params[name].copy_(centre)
+
+    def sums(self, perturbation: dict[str, Tensor] | Combination | None = None,
+             names: Sequence[str] | None = None) -> Tensor:
+        """[sum of CE, number correct] at w + v, on the device (no sync); inside :meth:`session`.
+
+        ``perturbation``: v itself (name -> tensor) or a combination [(c_i, d_i), ...] with
+        v = sum_i c_i d_i; ``names`` restricts v to those tensors (the non-zero ones).
+        """
+        if self._centre is None:
+            raise RuntimeError("PointEvaluator.sums needs an active session()")
+        if perturbation:
+            combination = [(1.0, perturbation)] if isinstance(perturbation, dict) else perturbation
+            self._offset(combination, names)
+        try:
             totals = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
             for x_in, (_, yb) in zip(self._inputs(), self.batches):
                 with torch.no_grad(), self.runtime.autocast():
@@ -133,24 +153,30 @@ class PointEvaluator:
                 totals += torch.stack([F.cross_entropy(logits, yb, reduction="sum"),
                                        (logits.argmax(1) == yb).sum()]).double()
             return totals
+        finally:
+            if perturbation:
+                self._restore()
 
-        if not perturbation:
-            return measure()
-        with WeightPerturbation(self.model, perturbation).applied():
-            return measure()
-
-    def point(self, perturbation: dict[str, Tensor] | None = None) -> tuple[float, float]:
-        """(mean loss, accuracy) at w + perturbation: one host sync."""
-        loss_sum, correct = (self.sums(perturbation) / max(self.count, 1)).tolist()
+    def point(self, perturbation: dict[str, Tensor] | Combination | None = None,
+              names: Sequence[str] | None = None) -> tuple[float, float]:
+        """(mean loss, accuracy) at w + v: one host sync."""
+        loss_sum, correct = (self.sums(perturbation, names) / max(self.count, 1)).tolist()
         return loss_sum, correct
 
     @contextlib.contextmanager
     def session(self) -> Iterator["PointEvaluator"]:
-        """Eval mode for the whole evaluation (flags restored after); 'fixed' examples crafted at w."""
-        with model_mode(self.model, "eval"):
-            if self.loss == "fixed" and self._fixed is None:
-                self._fixed = self._adversarial()
-            yield self
+        """Eval mode for the whole evaluation (flags restored after); 'fixed' examples crafted at w.
+        Weights moved by a point are restored bit for bit after it, and again on exit."""
+        self._params = dict(unwrap(self.model).named_parameters())
+        self._centre = {}
+        try:
+            with model_mode(self.model, "eval"):
+                if self.loss == "fixed" and self._fixed is None:
+                    self._fixed = self._adversarial()
+                yield self
+        finally:
+            self._restore()
+            self._centre = None
 
 
 def run_points(evaluator: PointEvaluator, points: Sequence[tuple[dict[str, Any], Combination]],
@@ -178,7 +204,7 @@ def run_points(evaluator: PointEvaluator, points: Sequence[tuple[dict[str, Any],
             row = None
             if r < len(mine):
                 keys, combination = mine[r]
-                loss, acc = evaluator.point(combine(combination, names))
+                loss, acc = evaluator.point(combination, names)
                 row = {**keys, "loss": loss, "acc": acc}
             done = [row] if world == 1 else [g for g in distributed.all_gather_objects(row) if g is not None]
             for got in done:

@@ -27,7 +27,7 @@ from awp.metrics import AttackSpec
 from awp.perturbation import AdversarialWeightPerturbation
 from awp.runtime import Runtime
 from landscape.directions import random_direction
-from landscape.evaluate import PointEvaluator
+from landscape.evaluate import PointEvaluator, active_names
 
 
 def _per_direction(df: pd.DataFrame):
@@ -137,6 +137,5 @@ def average_sharpness(model: nn.Module, data: Any, xi: float, attack: AttackSpec
         rises = []
         for i in range(int(samples)):
             d = random_direction(model, seed=seed + i, normalization="layer", ignore="biasbn")
-            nu = {name: xi * t for name, t in d.items() if t.ne(0).any()}
-            rises.append(evaluator.sums(nu)[0] - centre[0])
+            rises.append(evaluator.sums([(xi, d)], active_names(d))[0] - centre[0])  # nu = xi d
     return float(torch.stack(rises).mean() / evaluator.count)

@@ -286,11 +286,11 @@ def test_cli_resumes_a_partial_table(checkpoint, tmp_path, monkeypatch):
     real = ev.PointEvaluator.point
     calls = {"n": 0}
 
-    def failing(self, perturbation=None):
+    def failing(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(self, perturbation)
+        return real(self, *args, **kwargs)
 
     monkeypatch.setattr(ev.PointEvaluator, "point", failing)
     assert _run(args) == 130
