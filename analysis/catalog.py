@@ -94,7 +94,8 @@ def _select_files(folder: Path) -> list[tuple[Path, int | None]]:
 
 # ----------------------------------------------------------------------------------- landscapes
 def collect_landscapes(landscapes: str | Path | Iterable[str | Path] | None) -> pd.DataFrame:
-    """One row per ``landscape.json`` found (any depth): sha256, folder, every flatness scalar.
+    """One row per ``landscape.json`` found (any depth): sha256, folder, the attack, split and sample
+    count the landscape was computed with, every flatness scalar.
 
     When several landscapes exist for one checkpoint (different settings), the most recently
     written one is kept, so rerunning ``awp landscape`` with new settings supersedes the old.
@@ -117,10 +118,15 @@ def collect_landscapes(landscapes: str | Path | Iterable[str | Path] | None) -> 
                 continue
             flat = {k: (float(v) if isinstance(v, (int, float)) else np.nan)
                     for k, v in (info.get("flatness") or {}).items() if v is None or isinstance(v, (int, float))}
-            rows.append({"sha256": sha, "landscape_dir": str(f.parent), "_mtime": f.stat().st_mtime, **flat})
+            settings = info.get("settings") or {}
+            provenance = {"landscape_attack": (settings.get("attack") or {}).get("name"),
+                          "landscape_split": settings.get("split"), "landscape_samples": settings.get("samples")}
+            rows.append({"sha256": sha, "landscape_dir": str(f.parent), "_mtime": f.stat().st_mtime,
+                         **provenance, **flat})
     if not rows:
         return pd.DataFrame(columns=["sha256", "landscape_dir"])
     df = pd.DataFrame(rows).sort_values("_mtime").drop_duplicates("sha256", keep="last")
+    df["landscape_samples"] = df["landscape_samples"].astype("Int64")  # a count, kept whole beside NaN
     return df.drop(columns="_mtime").reset_index(drop=True)
 
 
@@ -149,7 +155,7 @@ class _Recompute:
         from awp.checkpoint import load_checkpoint
         from awp.config import config_from_dict
         from awp.data import build_dataset
-        from awp.metrics import AttackSpec, clean_and_robust
+        from awp.train import measure, metric_attack
 
         if not isinstance(payload.get("config"), dict):
             raise UserError(f"{path} has no metrics and no training config to recompute them from")
@@ -160,16 +166,9 @@ class _Recompute:
             self._data[key] = build_dataset(config.dataset, data_dir=config.data_dir, download=False,
                                             val_size=config.val_size, train_subset=config.train_subset,
                                             split_seed=config.split_seed)
-        data = self._data[key]
         model, _ = load_checkpoint(path, map_location=self.runtime.device)
-        attack = AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
-                            norm=config.norm, seed=config.seed)
-        out: dict[str, float] = {}
-        for split, limit in (("train", config.eval_train_samples), ("test", config.eval_test_samples)):
-            x, y = getattr(data, split).tensors(limit=limit)
-            result = clean_and_robust(model, x, y, attack, batch_size=config.eval_batch_size, runtime=self.runtime)
-            out.update({f"{split}_{k}": v for k, v in result.items()})
-        return out, attack.name
+        attack = metric_attack(config)  # the training loop's own measurement, not a copy of it
+        return measure(model, self._data[key], config, attack, self.runtime, splits=("train", "test")), attack.name
 
 
 # -------------------------------------------------------------------------------------- labels

@@ -74,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_text(args.out, table.to_csv(index=False))
         import pandas as pd
 
+        def values(column: str) -> str:
+            found = catalog[column].dropna().unique().tolist() if column in catalog else []
+            return "; ".join(map(str, found)) or "unknown"
+
+        print(f"gap: train - test robust accuracy under {values('attack')}; landscapes: "
+              f"{values('landscape_attack')} on {values('landscape_samples')} {values('landscape_split')} images")
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
             print(table.to_string(index=False))
         return 0

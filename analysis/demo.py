@@ -234,6 +234,10 @@ def _summary(catalog, checkpoints, table, runs, gammas, s, quick, duration) -> d
                               "sharpness": float(last.sharpness)})
     return {
         "quick": quick, "duration_s": round(duration, 1), "settings": s.__dict__,
+        "gap_attack": sorted(catalog["attack"].dropna().unique().tolist()),  # train and test, eval mode
+        "landscape": {k: sorted(v if isinstance(v, str) else int(v) for v in catalog[c].dropna().unique())
+                      for k, c in (("attack", "landscape_attack"), ("split", "landscape_split"),
+                                   ("samples", "landscape_samples")) if c in catalog},
         "n_checkpoints": int(row["n"]),
         "spearman": float(row["spearman"]), "spearman_p": float(row["spearman_p"]),
         "spearman_ci": [float(row["spearman_lo"]), float(row["spearman_hi"])],
@@ -256,8 +260,10 @@ def _report(summary: dict[str, Any]) -> str:
              f"{'quick version, ' if summary['quick'] else ''}{summary['duration_s']:.0f} s in all. "
              "Sharpness = mean rise of the adversarial loss (PGD re-run at every perturbed weight) at "
              f"|alpha| = {summary['settings']['radius']} along {summary['settings']['directions']} filter-normalized "
-             "random directions on training images; gap = train robust accuracy - test robust accuracy "
-             "(PGD, eval mode, unperturbed weights).", ""]
+             f"random directions ({', '.join(map(str, summary['landscape'].get('attack', [])))}, "
+             f"{', '.join(map(str, summary['landscape'].get('samples', [])))} "
+             f"{'/'.join(map(str, summary['landscape'].get('split', [])))} images); gap = train robust accuracy - "
+             f"test robust accuracy ({', '.join(summary['gap_attack'])}, unperturbed weights).", ""]
     if at:
         first, last = at[0], at[-1]
         grows = last["gap"] > first["gap"] and last["sharpness"] > first["sharpness"]

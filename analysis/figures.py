@@ -59,7 +59,19 @@ class FigureList(list):
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _save(fig: Any, table: pd.DataFrame, out_dir: str | Path, name: str) -> list[Path]:
+PROVENANCE = {"attack": "gap_attack", "landscape_attack": "landscape_attack",
+              "landscape_split": "landscape_split", "landscape_samples": "landscape_samples"}
+
+
+def _save(fig: Any, table: pd.DataFrame, out_dir: str | Path, name: str, catalog: pd.DataFrame) -> list[Path]:
+    """PNG, PDF and the CSV drawn from; every row of the CSV says which attack measured its run's
+    gap and which attack, split and sample count its landscape used."""
+    if "run" in table.columns:
+        cols = [c for c in PROVENANCE if c in catalog.columns]
+        per_run = (catalog[["run", *cols]].sort_values("run").groupby("run", sort=False).first()
+                   .rename(columns=PROVENANCE).reset_index())
+        table = table.drop(columns=[c for c in per_run.columns if c != "run" and c in table.columns])
+        table = table.merge(per_run, on="run", how="left")
     out = Path(out_dir)
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.csv"]
     fig.tight_layout()
@@ -157,7 +169,7 @@ def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path
             ax.grid(alpha=0.3)
             _dedupe_legend(ax)
         fig.suptitle(f"Robust overfitting, AT vs AT-AWP ({attack})", fontsize=9)
-        return _save(fig, table, out_dir, "fig_gap_over_epochs")
+        return _save(fig, table, out_dir, "fig_gap_over_epochs", catalog)
 
 
 def _dedupe_legend(ax: Any, **kwargs: Any) -> None:
@@ -222,7 +234,7 @@ def fig_at_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         bx.legend(loc="upper left")
         table = pd.concat(records, ignore_index=True)[["run", "epoch", "file", "is_best", "gap", "sharpness",
                                                        "alpha", "loss_mean", "loss_std", "n"]]
-        return _save(fig, table, out_dir, "fig_at_epochs")
+        return _save(fig, table, out_dir, "fig_at_epochs", catalog)
 
 
 # ---------------------------------------------------------------------------- (c) methods
@@ -281,7 +293,7 @@ def _fig_methods(catalog: pd.DataFrame, out_dir: str | Path, with_awp: bool) -> 
         bx.grid(alpha=0.3, axis="y")
         table = pd.concat(records, ignore_index=True)[["name", "run", "file", "epoch", "gap", "sharpness",
                                                        "test_robust_acc", "alpha", "loss_mean", "loss_std", "n"]]
-        return _save(fig, table, out_dir, name)
+        return _save(fig, table, out_dir, name, catalog)
 
 
 def fig_methods(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
@@ -331,7 +343,7 @@ def fig_flatness_vs_gap(catalog: pd.DataFrame, out_dir: str | Path, x: str = "sh
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         cols = ["run", "label", "file", "epoch", x, "gap", "train_robust_acc", "test_robust_acc", "sha256"]
-        return _save(fig, df[cols].reset_index(drop=True), out_dir, "fig_flatness_vs_gap")
+        return _save(fig, df[cols].reset_index(drop=True), out_dir, "fig_flatness_vs_gap", catalog)
 
 
 # ------------------------------------------------------------------------------- (e) gamma
@@ -368,7 +380,7 @@ def fig_gamma(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             ax.set_title(title)
             ax.grid(alpha=0.3)
             ax.legend()
-        return _save(fig, table, out_dir, "fig_gamma")
+        return _save(fig, table, out_dir, "fig_gamma", catalog)
 
 
 # ------------------------------------------------------------------------------------ driver

@@ -43,7 +43,7 @@ from awp.schedule import learning_rate
 SPLITS = ("train", "val", "test")
 QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
 COLUMNS = (["epoch", "lr", "awp_active", "train_batch_loss", "train_batch_adv_acc"]
-           + [f"{s}_{q}" for s in SPLITS for q in QUANTITIES] + ["time"])
+           + [f"{s}_{q}" for s in SPLITS for q in QUANTITIES] + ["attack", "time"])
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, x: Tensor,
@@ -171,13 +171,23 @@ def _iterations(config: TrainConfig, data: DataSplits, method: Method) -> int:
     return num_batches(len(data.train), config.batch_size, False)
 
 
-def _measure(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,
-             runtime: Runtime) -> dict[str, float]:
-    """Every split's clean and robust metrics; under DDP each rank measures images rank::world
+def metric_attack(config: TrainConfig) -> AttackSpec:
+    """The attack that measures a run's per-epoch metrics (and so its gap): PGD-``eval_steps`` at
+    the training eps, step eps/4, seeded with the run seed, eval mode."""
+    return AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
+                      norm=config.norm, seed=config.seed)
+
+
+def measure(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,
+            runtime: Runtime, splits: tuple[str, ...] = SPLITS) -> dict[str, float]:
+    """Clean and robust metrics of ``splits`` at the current weights: the first
+    ``eval_train_samples`` training images, the whole validation split, the first
+    ``eval_test_samples`` (or all) test images. Under DDP each rank measures images rank::world
     and the sums are all-reduced (same images in all, other random starts than one process)."""
-    sets = {"train": data.train.tensors(limit=config.eval_train_samples),
-            "val": data.val.tensors() if data.val is not None and len(data.val) else None,
-            "test": data.test.tensors(limit=config.eval_test_samples)}
+    sets = {"train": lambda: data.train.tensors(limit=config.eval_train_samples),
+            "val": lambda: data.val.tensors() if data.val is not None and len(data.val) else None,
+            "test": lambda: data.test.tensors(limit=config.eval_test_samples)}
+    sets = {split: sets[split]() for split in splits}
     rank, world = distributed.rank(), distributed.world()
     row: dict[str, float] = {}
     for split, tensors in sets.items():
@@ -255,8 +265,7 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
                                        generator=runtime.generator(config.seed + 7919))
     elif config.awp_gamma > 0:
         awp = AdversarialWeightPerturbation(forward_model, config.awp_gamma, steps=config.awp_steps)
-    attack = AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
-                        norm=config.norm, seed=config.seed)
+    attack = metric_attack(config)
     state = _State()
     rows: list[dict[str, Any]] = []
 
@@ -289,7 +298,7 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
     def checkpoint(path: Path, epoch: int, metrics: dict[str, Any], **extra: Any) -> None:
         save_checkpoint(path, model, arch=config.model, arch_kwargs=arch_kwargs, dataset=config.dataset,
                         method=config.method, awp_gamma=config.awp_gamma, epoch=epoch,
-                        metrics={**metrics, "attack": attack.name}, config=config.to_dict(), **extra)
+                        metrics=metrics, config=config.to_dict(), **extra)
 
     iterations = _iterations(config, data, method)
     bar = _progress(range(state.epoch, config.epochs), progress, initial=state.epoch, total=config.epochs)
@@ -326,8 +335,8 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
         model.eval()
         row = {"epoch": epoch, "lr": lr, "awp_active": int(active is not None),
                "train_batch_loss": float(sums[0] / count), "train_batch_adv_acc": float(sums[1] / count),
-               **_measure(forward_model, data, config, attack, runtime),
-               "time": time.perf_counter() - started}
+               **measure(forward_model, data, config, attack, runtime),
+               "attack": attack.name, "time": time.perf_counter() - started}
         rows.append(row)
         selected = row["val_robust_acc" if config.select_on == "val" else "test_robust_acc"]
         improved = selected > state.best_robust_acc
