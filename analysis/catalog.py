@@ -102,17 +102,18 @@ def collect_landscapes(landscapes: str | Path | Iterable[str | Path] | None) -> 
     """
     if landscapes is None:
         return pd.DataFrame(columns=["sha256", "landscape_dir"])
+    from landscape import io as lio
+
     roots = [Path(landscapes)] if isinstance(landscapes, (str, Path)) else [Path(p) for p in landscapes]
     rows = []
     for root in roots:
         if not root.exists():
             raise UserError(f"landscapes folder not found: {root}")
-        files = [root] if root.is_file() else sorted(root.rglob("landscape.json"))
-        for f in files:
+        for folder in lio.find_results(root):
             try:
-                info = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue  # a torn or foreign file: ignore it rather than fail the whole catalog
+                _, info = lio.read_result(folder)
+            except UserError:
+                continue  # a torn or foreign result: ignore it rather than fail the whole catalog
             sha = info.get("checkpoint_sha256")
             if not isinstance(sha, str):
                 continue
@@ -121,7 +122,7 @@ def collect_landscapes(landscapes: str | Path | Iterable[str | Path] | None) -> 
             settings = info.get("settings") or {}
             provenance = {"landscape_attack": (settings.get("attack") or {}).get("name"),
                           "landscape_split": settings.get("split"), "landscape_samples": settings.get("samples")}
-            rows.append({"sha256": sha, "landscape_dir": str(f.parent), "_mtime": f.stat().st_mtime,
+            rows.append({"sha256": sha, "landscape_dir": str(folder), "_mtime": (folder / lio.JSON).stat().st_mtime,
                          **provenance, **flat})
     if not rows:
         return pd.DataFrame(columns=["sha256", "landscape_dir"])
@@ -152,23 +153,20 @@ class _Recompute:
         self._data: dict[str, Any] = {}
 
     def __call__(self, path: Path, payload: dict[str, Any]) -> tuple[dict[str, float], str]:
-        from awp.checkpoint import load_checkpoint
+        from awp.checkpoint import load_run
         from awp.config import config_from_dict
-        from awp.data import build_dataset
-        from awp.train import measure, metric_attack
+        from awp.train import measure
 
         if not isinstance(payload.get("config"), dict):
             raise UserError(f"{path} has no metrics and no training config to recompute them from")
         config = config_from_dict(payload["config"])
         key = json.dumps([config.dataset, config.data_dir, config.val_size, config.train_subset,
                           config.split_seed], default=str)
-        if key not in self._data:
-            self._data[key] = build_dataset(config.dataset, data_dir=config.data_dir, download=False,
-                                            val_size=config.val_size, train_subset=config.train_subset,
-                                            split_seed=config.split_seed)
-        model, _ = load_checkpoint(path, map_location=self.runtime.device)
-        attack = metric_attack(config)  # the training loop's own measurement, not a copy of it
-        return measure(model, self._data[key], config, attack, self.runtime, splits=("train", "test")), attack.name
+        run = load_run(path, self.runtime.device, data=self._data.get(key))
+        run.config = config  # the run folder's config where the checkpoint stores none
+        self._data[key] = run.data
+        # The training loop's own measurement and attack, not a copy of them.
+        return measure(run.model, run.data, config, run.attack, self.runtime, splits=("train", "test")), run.attack.name
 
 
 # -------------------------------------------------------------------------------------- labels

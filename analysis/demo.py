@@ -101,19 +101,20 @@ def _train(name: str, preset: str, overrides: dict[str, Any], run_dir: str) -> s
 
 
 def _landscape(run_dir: str, checkpoints: list[str], out: str, s: Settings) -> str:
-    """The run's landscapes through the `awp landscape` command path (same files, caching, resume)."""
+    """The run's landscapes through :func:`landscape.compute_landscape` (the files, cache and
+    resume of ``awp landscape``), plus the overlay of its curves."""
     import torch
 
     torch.set_num_threads(1)
-    from landscape import cli
+    from landscape.compute import LandscapeConfig, compute_landscape, parse_range
+    from landscape.plot import plot_curves
 
-    parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["landscape", *checkpoints, "--out", out, "--directions", str(s.directions),
-                              "--alphas", s.alphas, "--samples", str(s.samples), "--steps",
-                              str(s.landscape_steps), "--radius", str(s.radius), "--split", "train",
-                              "--device", "cpu", "--quiet"])
-    cli.run(args)
+    config = LandscapeConfig(directions=s.directions, alphas=tuple(parse_range(s.alphas)), samples=s.samples,
+                             steps=s.landscape_steps, radius=s.radius, split="train")
+    curves = {Path(c).stem: compute_landscape(c, config, Path(out) / Path(c).stem, device="cpu").table
+              for c in checkpoints}
+    plot_curves(curves, Path(out) / "curves.png", normalization=config.normalization, loss=config.loss,
+                steps=config.steps)
     return run_dir
 
 
@@ -188,17 +189,9 @@ def run_demo(out: str | Path = "figures", work: str | Path = "runs/demo", *, qui
 
 
 def _pseudo_label(checkpoint: Path, out: Path) -> float:
-    from awp.checkpoint import load_checkpoint
-    from awp.config import config_from_dict
-    from awp.data import build_dataset, pseudo_label, save_unlabeled_npz
+    from awp.data import pseudo_label_checkpoint
 
-    model, meta = load_checkpoint(checkpoint)
-    config = config_from_dict(meta["config"])
-    data = build_dataset(config.dataset, val_size=config.val_size, train_subset=config.train_subset,
-                         split_seed=config.split_seed)
-    labeled = pseudo_label(model, data.pool)
-    save_unlabeled_npz(out, labeled)
-    return float((labeled.labels == data.pool.labels).float().mean())
+    return pseudo_label_checkpoint(checkpoint, out)[1]
 
 
 def _last(catalog: pd.DataFrame, run: str) -> pd.Series | None:

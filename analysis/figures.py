@@ -19,23 +19,20 @@ normalization), the loss is the adversarial CE named by its attack.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from analysis.catalog import read_metrics, unique_checkpoints  # noqa: E402
-from analysis.correlation import correlate, correlation  # noqa: E402
-from awp.errors import UserError  # noqa: E402
-from awp.io import atomic_savefig, atomic_write_text  # noqa: E402
-from landscape.curve import curve_spread  # noqa: E402
-from landscape.plot import axis_label, loss_label  # noqa: E402
+from analysis.catalog import read_metrics, unique_checkpoints
+from analysis.correlation import correlate, correlation
+from awp.errors import UserError
+from awp.io import atomic_savefig, atomic_write_text
+from landscape.curve import curve_spread
+from landscape.plot import axis_label, loss_label
 
 METHOD_ORDER = ("at", "trades", "mart", "rst")
 # Paired palette: dark shade for the plain method, light shade for its AWP variant.
@@ -44,6 +41,12 @@ PAIRS = {"at": ("#1f78b4", "#a6cee3"), "trades": ("#33a02c", "#b2df8a"), "mart":
 STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
          "xtick.labelsize": 7, "ytick.labelsize": 7}
 GAP_LABEL = "robust gap (train − test robust acc., pp)"
+
+
+def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """``plt.subplots`` without pyplot: no backend is chosen for the caller (a notebook keeps its own)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 class FigureSkipped(Exception):
@@ -77,18 +80,17 @@ def _save(fig: Any, table: pd.DataFrame, out_dir: str | Path, name: str, catalog
     fig.tight_layout()
     atomic_savefig(fig, paths[0], dpi=200, bbox_inches="tight")
     atomic_savefig(fig, paths[1], bbox_inches="tight")
-    plt.close(fig)
     atomic_write_text(paths[2], table.to_csv(index=False))
     return paths
 
 
 def _curve(landscape_dir: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Mean landscape curve over directions (alpha, loss_mean, loss_std, ...) and its settings."""
-    folder = Path(str(landscape_dir))
-    df = pd.read_csv(folder / "landscape.csv")
+    from landscape import io as lio
+
+    df, info = lio.read_result(str(landscape_dir))
     if "beta" in df.columns:  # a 2-D surface: its beta = 0 slice is the curve along d1
         df = df[np.isclose(df["beta"], 0.0)]
-    info = json.loads((folder / "landscape.json").read_text())
     return curve_spread(df), info.get("settings", {})
 
 
@@ -150,10 +152,10 @@ def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path
     table = pd.concat(tables, ignore_index=True)[["run", "label", "awp_gamma", "epoch", "train_robust_acc",
                                                   "test_robust_acc", "gap"]]
     attack = catalog["attack"].dropna().iloc[0] if catalog["attack"].notna().any() else "PGD"
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(7.2, 2.6))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _subplots(1, 3, figsize=(7.2, 2.6))
         labels = sorted(table["label"].unique(), key=lambda s: (s != "AT", s))
-        colors = dict(zip(labels, plt.get_cmap("tab10").colors))
+        colors = dict(zip(labels, matplotlib.colormaps.get_cmap("tab10").colors))
         for (run, label), t in table.groupby(["run", "label"], sort=False):
             kw = dict(color=colors[label], lw=1.2)
             axes[0].plot(t["epoch"], _pct(t["train_robust_acc"]), ls="-", label=f"{label}: train", **kw)
@@ -195,9 +197,9 @@ def fig_at_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         raise FigureSkipped(f"AT run {run} has fewer than 2 epoch checkpoints with a landscape")
     best = rows[rows["is_best"]]
     records = []
-    with plt.rc_context(STYLE):
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(7.2, 3.0), gridspec_kw={"width_ratios": [1.4, 1]})
-        cmap = plt.get_cmap("viridis")
+    with matplotlib.rc_context(STYLE):
+        fig, (ax, bx) = _subplots(1, 2, figsize=(7.2, 3.0), gridspec_kw={"width_ratios": [1.4, 1]})
+        cmap = matplotlib.colormaps.get_cmap("viridis")
         norm = matplotlib.colors.Normalize(vmin=epochs_rows["epoch"].min(), vmax=epochs_rows["epoch"].max())
         settings: dict[str, Any] = {}
         for _, r in epochs_rows.iterrows():
@@ -265,8 +267,8 @@ def _fig_methods(catalog: pd.DataFrame, out_dir: str | Path, with_awp: bool) -> 
     if len(entries) < 2:
         raise FigureSkipped("fewer than 2 of AT / AT early stop / TRADES / MART / RST have a landscape")
     records = []
-    with plt.rc_context(STYLE):
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(7.2, 3.0), gridspec_kw={"width_ratios": [1.4, 1]})
+    with matplotlib.rc_context(STYLE):
+        fig, (ax, bx) = _subplots(1, 2, figsize=(7.2, 3.0), gridspec_kw={"width_ratios": [1.4, 1]})
         settings: dict[str, Any] = {}
         for e in entries:
             r = e["row"]
@@ -316,11 +318,11 @@ def fig_flatness_vs_gap(catalog: pd.DataFrame, out_dir: str | Path, x: str = "sh
         raise FigureSkipped(f"fewer than 3 checkpoints with both {x} and gap")
     stats = correlation(df[x], df["gap"], n_boot=n_boot, seed=seed, names=(x, "gap"))
     radius = df["sharpness_radius"].dropna().iloc[0] if "sharpness_radius" in df and df["sharpness_radius"].notna().any() else None
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    with matplotlib.rc_context(STYLE):
+        fig, ax = _subplots(figsize=(6.4, 3.6))
         labels = sorted(df["label"].unique())
         # tab10 has ten colours; past ten labels the marker changes, so no two labels look alike.
-        palette = plt.get_cmap("tab10").colors
+        palette = matplotlib.colormaps.get_cmap("tab10").colors
         colors = {label: palette[i % 10] for i, label in enumerate(labels)}
         markers = {label: "osD^v"[(i // 10) % 5] for i, label in enumerate(labels)}
         emax = max(df["epoch"].max(), 1)
@@ -364,8 +366,8 @@ def fig_gamma(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     zero = table[table["awp_gamma"] == 0]
     table = pd.concat([table, zero.assign(kind="random")] if (table["kind"] == "random").any() else [table],
                       ignore_index=True).sort_values(["kind", "awp_gamma", "run"]).reset_index(drop=True)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _subplots(1, 2, figsize=(7.2, 2.8))
         styles = {"adversarial": dict(color="#1f78b4", ls="-", marker="o", label="AWP (adversarial)"),
                   "random": dict(color="#e31a1c", ls="--", marker="s", label="RWP (random, same size)")}
         for kind, t in table.groupby("kind"):

@@ -1,22 +1,35 @@
-"""Checkpoints: a plain dict that ``torch.load(path, weights_only=True)`` reads (DESIGN.md).
+"""Checkpoints: a plain dict that ``torch.load(path, weights_only=True)`` reads, and runs rebuilt from them.
 
 Keys: ``model`` (state dict without ``module.`` prefixes), ``arch``, ``arch_kwargs``, ``dataset``,
 ``method``, ``awp_gamma``, ``epoch``, ``metrics`` (train/test clean and robust accuracy with the
 attack that measured them), ``config``; ``last.pt`` adds what resuming needs. Loading never
 unpickles arbitrary objects; a file that would need it is refused with a message saying why.
+
+:func:`load_run` is the one place that turns a checkpoint (ours, an imported one, or
+``robustbench:NAME``) into what every measurement needs: the model, its resolved training config,
+its data splits and the attack that measured its per-epoch metrics.
 """
 from __future__ import annotations
 
+import functools
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from awp.errors import UserError
-from awp.io import atomic_torch_save
+from awp.config import TrainConfig, config_from_dict
+from awp.errors import UsageError, UserError
+from awp.io import atomic_torch_save, sha256_file
+from awp.metrics import AttackSpec, metric_attack
 from awp.models import build_model
+
+if TYPE_CHECKING:
+    from awp.data import DataSplits, ImageSet
+
+ROBUSTBENCH_PREFIX = "robustbench:"
 
 FORMAT_VERSION = 1
 REQUIRED = ("model", "arch", "arch_kwargs")
@@ -116,3 +129,77 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     meta = {k: v for k, v in payload.items() if k != "model"}
     meta["path"] = str(path)
     return model.to(map_location), meta
+
+
+@dataclass
+class Run:
+    """A checkpoint made ready to measure: ``model`` (eval mode, on the requested device), ``meta``
+    (the checkpoint without its weights, plus ``path`` and ``sha256``), ``config`` (its resolved
+    training config), ``data`` (its splits, built on first use with the run's own ``val_size``,
+    ``train_subset`` and ``split_seed``, so 'train' and 'val' are the images it trained on and held
+    out) and ``attack`` (the attack of its per-epoch metrics, :func:`awp.metrics.metric_attack`)."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    config: TrainConfig
+    source: str = ""                    # what was loaded: a path or 'robustbench:NAME'
+    data_dir: str | None = None
+    download: bool = False
+    _data: Any = field(default=None, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return self.meta["sha256"]
+
+    @property
+    def attack(self) -> AttackSpec:
+        return metric_attack(self.config)
+
+    @functools.cached_property
+    def data(self) -> "DataSplits":
+        if self._data is not None:
+            return self._data
+        from awp.data import build_dataset
+
+        c = self.config
+        return build_dataset(c.dataset, data_dir=self.data_dir or c.data_dir, download=self.download,
+                             val_size=c.val_size, train_subset=c.train_subset, split_seed=c.split_seed)
+
+    def split(self, name: str) -> "ImageSet":
+        """The images of split ``name`` ('train', 'val', 'test'); a missing one is one line."""
+        return self.data.split(name)
+
+
+def _stored_config(meta: dict[str, Any]) -> TrainConfig:
+    stored = dict(meta.get("config") or {}) if isinstance(meta.get("config"), dict) else {}
+    # A checkpoint imported from foreign code may carry no config; its dataset key still says
+    # which data it belongs to (the other settings are then the defaults).
+    if "dataset" not in stored and meta.get("dataset"):
+        stored["dataset"] = meta["dataset"]
+    return config_from_dict(stored)
+
+
+def load_run(spec: str | Path, device: str | torch.device = "cpu", *, data_dir: str | None = None,
+             download: bool = False, data: "DataSplits | None" = None, dataset: str = "cifar10",
+             threat: str = "Linf", model_dir: str | Path | None = None) -> Run:
+    """The :class:`Run` of a checkpoint of ours (trained or imported) or of ``'robustbench:NAME'``.
+
+    ``device``: where the model goes. ``data_dir`` / ``download``: where its data set lives
+    (default: the run's own ``data_dir``). ``data``: splits already built for this run's data
+    (e.g. shared by the checkpoints of one run). ``dataset``, ``threat`` and ``model_dir`` say
+    which RobustBench entry a ``robustbench:`` name is (see :func:`awp.convert.load_robustbench`).
+    """
+    text = str(spec)
+    if text.startswith(ROBUSTBENCH_PREFIX):
+        from awp.convert import load_robustbench
+
+        name = text[len(ROBUSTBENCH_PREFIX):]
+        if not name:
+            raise UsageError("robustbench:NAME needs a model name, e.g. robustbench:Wu2020Adversarial_extra")
+        model, meta = load_robustbench(name, dataset=dataset, threat=threat, model_dir=model_dir)
+        model = model.to(device)
+    else:
+        model, meta = load_checkpoint(spec, map_location=device)
+        meta["sha256"] = sha256_file(spec)
+    return Run(model=model, meta=meta, config=_stored_config(meta), source=text, data_dir=data_dir, download=download,
+               _data=data)

@@ -30,10 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--download", action="store_true", help="download the data set if missing")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ev = subparsers.add_parser("eval", help="evaluate a checkpoint: natural, FGSM, PGD-20/100, CW-inf, AutoAttack")
+    ev = subparsers.add_parser("eval", help="evaluate a checkpoint: clean, FGSM, PGD-20/100, CW-inf, AutoAttack")
     ev.add_argument("checkpoint")
-    ev.add_argument("--attacks", default="natural,fgsm,pgd20,cw",
-                    help="comma-separated: natural, fgsm, pgd20, pgd100, cw, autoattack")
+    ev.add_argument("--attacks", default="clean,fgsm,pgd20,cw",
+                    help="comma-separated: clean (or natural), fgsm, pgd20, pgd100, cw, autoattack")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--samples", type=int, help="number of images (default: all)")
     ev.add_argument("--eps", help="attack radius (default: the checkpoint's training eps); fractions like 8/255 work")
@@ -143,29 +143,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _pseudo_label(args: argparse.Namespace) -> int:
-    from awp.checkpoint import load_checkpoint
-    from awp.config import config_from_dict
-    from awp.data import build_dataset, load_unlabeled, pseudo_label, save_unlabeled_npz
+    from awp.data import pseudo_label_checkpoint
     from awp.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, map_location=device)
-    if args.source == "pool":
-        config = config_from_dict(meta["config"])
-        data = build_dataset(config.dataset, data_dir=args.data_dir or config.data_dir,
-                             val_size=config.val_size, train_subset=config.train_subset,
-                             split_seed=config.split_seed)
-        if data.pool is None or len(data.pool) == 0:
-            raise UsageError("the checkpoint's run used the whole training set: no pool left to pseudo-label; "
-                             "pass --source FILE")
-        pool = data.pool
-    else:
-        pool = load_unlabeled(args.source)
-    labeled = pseudo_label(model, pool, device=device)
-    save_unlabeled_npz(args.out, labeled)
-    agreement = (labeled.labels == pool.labels).float().mean().item() if args.source == "pool" else None
+    count, agreement = pseudo_label_checkpoint(args.checkpoint, args.out, source=args.source,
+                                               device=resolve_device(args.device), data_dir=args.data_dir)
     note = f"; agreement with the true labels {agreement:.3f}" if agreement is not None else ""
-    print(f"wrote {len(labeled)} pseudo-labeled images to {args.out}{note}")
+    print(f"wrote {count} pseudo-labeled images to {args.out}{note}")
     return 0
 
 

@@ -25,8 +25,8 @@ line, never retried unsafely. Imports and exports record their ``provenance`` (s
 sha256, format) next to the weights.
 
 RobustBench is an optional extra (``pip install 'awp-landscape[robustbench]'``): its own
-``load_model`` builds and loads the model; :func:`load_any` gives ``awp eval`` and ``awp
-landscape`` one entry point for our checkpoints and ``robustbench:NAME``.
+``load_model`` builds and loads the model (:func:`awp.checkpoint.load_run` is the one entry point
+for our checkpoints and ``robustbench:NAME``). This module only converts.
 """
 from __future__ import annotations
 
@@ -39,16 +39,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from awp.checkpoint import (FORMAT_VERSION, load_checkpoint, load_state_strict, read_checkpoint, safe_load,
-                            strip_prefix)
+from awp.checkpoint import (FORMAT_VERSION, ROBUSTBENCH_PREFIX, load_checkpoint, load_state_strict,
+                            read_checkpoint, safe_load, strip_prefix)
 from awp.errors import UsageError, UserError
 from awp.io import atomic_torch_save, atomic_write_json, sha256_file
 from awp.models import build_model
 
 __all__ = ["FORMATS", "EXPORT_FORMATS", "ROBUSTBENCH_PREFIX", "RobustBenchModel", "import_checkpoint",
-           "load_foreign_state", "load_robustbench", "export_checkpoint", "load_any", "threat_config"]
-
-ROBUSTBENCH_PREFIX = "robustbench:"
+           "load_foreign_state", "load_robustbench", "export_checkpoint", "threat_config"]
 INSTALL_HINT = "pip install 'awp-landscape[robustbench]'"
 EXPORT_FORMATS = ("robustbench",)
 
@@ -307,25 +305,6 @@ def load_robustbench(name: str, *, dataset: str = "cifar10", threat: str = "Linf
             "path": str(existing[0]) if existing else str(path), "sha256": digest,
             "provenance": {"source": str(existing[0].resolve()) if existing else None, "sha256": digest,
                            "format": "robustbench", "model_name": name, "threat": tm.value}}
-    return model, meta
-
-
-def load_any(spec: str | Path, map_location: str | torch.device = "cpu", *, dataset: str = "cifar10",
-             threat: str = "Linf", model_dir: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """(model, meta) from a checkpoint of ours or from ``'robustbench:NAME'``; meta has ``sha256``.
-
-    The one line ``awp eval`` and ``awp landscape`` need: ``model, meta = load_any(spec, device)``.
-    ``dataset``, ``threat`` and ``model_dir`` apply to RobustBench names only.
-    """
-    text = str(spec)
-    if text.startswith(ROBUSTBENCH_PREFIX):
-        name = text[len(ROBUSTBENCH_PREFIX):]
-        if not name:
-            raise UsageError("robustbench:NAME needs a model name, e.g. robustbench:Wu2020Adversarial_extra")
-        model, meta = load_robustbench(name, dataset=dataset, threat=threat, model_dir=model_dir)
-        return model.to(map_location), meta
-    model, meta = load_checkpoint(spec, map_location=map_location)
-    meta["sha256"] = sha256_file(spec)
     return model, meta
 
 

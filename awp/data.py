@@ -37,11 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from awp.errors import UserError, require
+from awp.errors import UsageError, UserError, require
 from awp.io import atomic_write_bytes
 
 __all__ = [
     "AUGMENTATIONS",
+    "SPLITS",
     "DataSplits",
     "ImageSet",
     "augment_batch",
@@ -58,6 +59,7 @@ __all__ = [
 Device = torch.device | str | None
 
 AUGMENTATIONS = ("none", "crop-flip")
+SPLITS = ("train", "val", "test")  # the splits every measurement names
 CROP_PADDING = 4  # pixels of zero padding before the random crop (standard CIFAR recipe)
 
 
@@ -162,10 +164,14 @@ class DataSplits:
     pool: ImageSet | None
     unlabeled: ImageSet | None
 
-    def sizes(self) -> dict[str, int]:
-        """Number of images per split (0 for a missing one), for logs and ``meta.json``."""
-        parts = {"train": self.train, "val": self.val, "test": self.test, "pool": self.pool, "unlabeled": self.unlabeled}
-        return {key: (0 if part is None else len(part)) for key, part in parts.items()}
+    def split(self, name: str) -> ImageSet:
+        """The images of split ``name`` (one of :data:`SPLITS`); a missing one is a one-line error."""
+        if name not in SPLITS:
+            raise UsageError(f"unknown split {name!r}; choose from: {', '.join(SPLITS)}")
+        images = getattr(self, name)
+        if images is None or len(images) == 0:
+            raise UsageError(f"this run held out no validation images (val_size is 0): it has no {name!r} split; use 'train' or 'test'")
+        return images
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,3 +716,27 @@ def pseudo_label(model: torch.nn.Module, images: ImageSet, *, batch_size: int = 
             module.training = training
     label_tensor = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
     return ImageSet(images.images, label_tensor.long())
+
+
+def pseudo_label_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, source: str = "pool",
+                            device: Device = "cpu", data_dir: str | None = None) -> tuple[int, float | None]:
+    """Pseudo-label ``source`` with a standard-trained checkpoint and write RST's ``.npz`` to ``out``.
+
+    ``source``: 'pool' (the training images the checkpoint's run did not use) or an .npz/.pickle
+    file (:func:`load_unlabeled`). Returns (number of images, agreement with the true labels, or
+    None when the source has none).
+    """
+    from awp.checkpoint import load_run
+
+    run = load_run(checkpoint, device, data_dir=data_dir)
+    if source == "pool":
+        pool = run.data.pool
+        if pool is None or len(pool) == 0:
+            raise UsageError("the checkpoint's run used the whole training set: no pool left to pseudo-label; "
+                             "pass --source FILE")
+    else:
+        pool = load_unlabeled(source)
+    labeled = pseudo_label(run.model, pool, device=device)
+    save_unlabeled_npz(out, labeled)
+    agreement = float((labeled.labels == pool.labels).float().mean()) if source == "pool" else None
+    return len(labeled), agreement

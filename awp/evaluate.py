@@ -1,11 +1,12 @@
 """Robust accuracy of a model or checkpoint under the evaluation attacks of the AWP tables.
 
 Wu, Xia & Wang (NeurIPS 2020), "Adversarial Weight Perturbation Helps Robust Generalization",
-report natural accuracy and accuracy under FGSM, PGD-20, CW-inf and AutoAttack. The conventions
+report natural (clean) accuracy and accuracy under FGSM, PGD-20, CW-inf and AutoAttack. The conventions
 (REFERENCE.md section 5) are fixed here and written next to every number, in each result's
 ``attack`` description:
 
-- natural: clean accuracy.
+- clean: accuracy on the unattacked images (the tables' "natural"; ``natural`` is accepted as
+  another name for it).
 - FGSM (Goodfellow et al. 2015): one step of size eps from x, no random start, CE loss.
 - PGD-20 / PGD-100 (Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial
   Attacks"): radius eps, step eps/4 (2/255 at 8/255) unless ``step_size`` is given, a uniform
@@ -37,12 +38,13 @@ from torch import Tensor, nn
 
 from awp.attacks import NORMS, cw_inf, fgsm, model_mode, pgd
 from awp.errors import UsageError, UserError
+from awp.metrics import Craft, device_batches, loss_and_correct
 from awp.runtime import CPU, Runtime, resolve_runtime
 
-__all__ = ["ATTACKS", "SPLITS", "evaluate", "evaluate_checkpoint", "format_table"]
+__all__ = ["ATTACKS", "evaluate", "evaluate_checkpoint", "format_table"]
 
-ATTACKS = ("natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack")
-SPLITS = ("train", "val", "test")
+ATTACKS = ("clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack")
+ALIASES = {"natural": "clean"}  # the AWP tables' word
 
 CW_KAPPA = 50.0  # MART / AWP tables (Bag of Tricks uses 0)
 CW_STEPS = 30
@@ -50,7 +52,6 @@ AUTOATTACK_MISSING = "AutoAttack needs the reference implementation: pip install
 # AutoAttack projects in float32; allow rounding at that precision when checking its output.
 _BALL_TOLERANCE = 1e-5
 
-Craft = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,8 +81,8 @@ def _autoattack_version() -> str:
 
 def _describe(name: str, *, eps: float, step: float, norm: str, seed: int) -> str:
     ball = f"{_norm_label(norm)} eps={_pixels(eps)}"
-    if name == "natural":
-        return "natural (clean) accuracy, eval mode"
+    if name == "clean":
+        return "clean (natural) accuracy, eval mode"
     if name == "fgsm":
         return f"FGSM {ball}, one step of eps, no random start, CE loss, eval mode"
     if name in ("pgd20", "pgd100"):
@@ -101,6 +102,7 @@ def _describe(name: str, *, eps: float, step: float, norm: str, seed: int) -> st
 
 def _check_attacks(attacks: Iterable[str] | str) -> tuple[str, ...]:
     names = (attacks,) if isinstance(attacks, str) else tuple(attacks)
+    names = tuple(ALIASES.get(a, a) for a in names)
     unknown = [a for a in names if a not in ATTACKS]
     if unknown:
         raise UsageError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}")
@@ -150,24 +152,15 @@ def _import_autoattack():
 
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor, craft: Craft | None, *, batch_size: int,
               runtime: Runtime, generator: torch.Generator) -> float:
-    """Fraction of ``x`` classified correctly after ``craft`` (None: as is), batch by batch.
-
-    The count stays on the device and is read once at the end, so the loop never waits for the
-    accelerator.
-    """
-    correct = torch.zeros((), dtype=torch.long, device=runtime.device)
-    for start in range(0, len(x), batch_size):
-        xb = runtime.batch(x[start:start + batch_size])
-        yb = y[start:start + batch_size].to(runtime.device, non_blocking=True)
-        with runtime.autocast():
-            x_eval = xb if craft is None else craft(xb, yb, generator)
-            with torch.no_grad():
-                correct += (model(x_eval).argmax(1) == yb).sum()
-    return int(correct) / len(x)
+    """Fraction of ``x`` classified correctly after ``craft`` (None: as is): the shared loop of
+    :func:`awp.metrics.loss_and_correct`, read once at the end."""
+    sums = loss_and_correct(model, device_batches(x, y, batch_size, runtime), craft, runtime=runtime,
+                            generator=generator)
+    return int(sums[1]) / len(x)
 
 
 def _crafter(name: str, model: nn.Module, *, eps: float, step: float, norm: str) -> Craft | None:
-    if name == "natural":
+    if name == "clean":
         return None
     if name == "fgsm":
         return lambda xb, yb, g: fgsm(model, xb, yb, eps=eps, norm=norm, mode="eval")
@@ -242,7 +235,7 @@ def _autoattack_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, 
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
-             attacks: Iterable[str] = ("natural", "fgsm", "pgd20", "cw"), eps: float,
+             attacks: Iterable[str] = ("clean", "fgsm", "pgd20", "cw"), eps: float,
              norm: str = "linf", step_size: float | None = None, batch_size: int = 256, seed: int = 0,
              runtime: Runtime | None = None) -> dict[str, Any]:
     """Accuracy of ``model`` on (x, y) under each of ``attacks`` (names from :data:`ATTACKS`).
@@ -297,11 +290,10 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     norm. Evaluation is in fp32 whatever precision the run trained in. Returns :func:`evaluate`'s
     dict plus ``checkpoint``, ``sha256``, ``arch``, ``dataset``, ``method``, ``awp_gamma``,
     ``epoch`` and ``split``. ``path`` may also be ``robustbench:NAME`` (``dataset``, ``threat`` and
-    ``model_dir`` then say which RobustBench entry; see :func:`awp.convert.load_any`).
+    ``model_dir`` then say which RobustBench entry; see :func:`awp.checkpoint.load_run`).
     """
-    from awp.config import config_from_dict
-    from awp.convert import load_any
-    from awp.data import build_dataset
+    from awp.checkpoint import load_run
+    from awp.data import SPLITS
 
     names = _check_attacks(attacks)
     if split not in SPLITS:
@@ -311,21 +303,10 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     if "autoattack" in names:
         _import_autoattack()
     runtime = resolve_runtime(device)
-    model, meta = load_any(str(path), map_location=runtime.device, dataset=dataset, threat=threat,
-                           model_dir=model_dir)
-    stored = dict(meta.get("config") or {})
-    # A checkpoint imported from foreign code may carry no config; its dataset key still says
-    # which data it belongs to (the other settings are then the defaults).
-    if "dataset" not in stored and meta.get("dataset"):
-        stored["dataset"] = meta["dataset"]
-    config = config_from_dict(stored)
-    data = build_dataset(config.dataset, data_dir=data_dir or config.data_dir, download=download,
-                         val_size=config.val_size, train_subset=config.train_subset,
-                         split_seed=config.split_seed)
-    images = {"train": data.train, "val": data.val, "test": data.test}[split]
-    if images is None:
-        raise UsageError(f"the run of {path} held out no validation images (val_size=0); use split 'test'")
-    x, y = images.tensors(limit=samples)  # the first images: a fixed subset, the same every time
+    run = load_run(path, runtime.device, data_dir=data_dir, download=download, dataset=dataset, threat=threat,
+                   model_dir=model_dir)
+    model, meta, config = run.model, run.meta, run.config
+    x, y = run.split(split).tensors(limit=samples)  # the first images: a fixed subset, the same every time
     result = evaluate(model, x, y, attacks=names, eps=config.eps if eps is None else eps, norm=config.norm,
                       batch_size=batch_size, seed=seed, runtime=runtime)
     header = {"checkpoint": str(path), "sha256": meta["sha256"], "arch": meta.get("arch"),

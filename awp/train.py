@@ -30,17 +30,16 @@ from torch.nn.parallel import DistributedDataParallel
 from awp import __version__, distributed
 from awp.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 from awp.config import TrainConfig, config_from_dict
-from awp.data import DataSplits, build_dataset, iterate_batches, iterate_mixed_batches, num_batches
+from awp.data import SPLITS, DataSplits, build_dataset, iterate_batches, iterate_mixed_batches, num_batches
 from awp.errors import UserError, UsageError
 from awp.io import atomic_write_json, read_csv_rows, write_csv
 from awp.methods import Method, get_method
-from awp.metrics import AttackSpec, clean_and_robust
+from awp.metrics import AttackSpec, clean_and_robust, metric_attack
 from awp.models import build_model
 from awp.perturbation import AdversarialWeightPerturbation, RandomWeightPerturbation
 from awp.runtime import CPU, Runtime, resolve_runtime
 from awp.schedule import learning_rate
 
-SPLITS = ("train", "val", "test")
 QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
 COLUMNS = (["epoch", "lr", "awp_active", "train_batch_loss", "train_batch_adv_acc"]
            + [f"{s}_{q}" for s in SPLITS for q in QUANTITIES] + ["attack", "time"])
@@ -169,13 +168,6 @@ def _iterations(config: TrainConfig, data: DataSplits, method: Method) -> int:
         per_batch = config.batch_size - round(config.batch_size * config.unsup_fraction)
         return -(-len(data.train) // max(per_batch, 1))
     return num_batches(len(data.train), config.batch_size, False)
-
-
-def metric_attack(config: TrainConfig) -> AttackSpec:
-    """The attack that measures a run's per-epoch metrics (and so its gap): PGD-``eval_steps`` at
-    the training eps, step eps/4, seeded with the run seed, eval mode."""
-    return AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
-                      norm=config.norm, seed=config.seed)
 
 
 def measure(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,

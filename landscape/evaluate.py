@@ -21,12 +21,11 @@ import contextlib
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from awp.attacks import model_mode
 from awp.errors import UsageError
-from awp.metrics import AttackSpec
+from awp.metrics import AttackSpec, loss_and_correct
 from awp.weights import unwrap
 from awp.runtime import Runtime
 
@@ -101,14 +100,17 @@ class PointEvaluator:
                 out.append(self.attack(self.model, xb, yb, generator))
         return out
 
-    def _inputs(self) -> list[Tensor]:
+    def _totals(self) -> Tensor:
+        """[sum of CE, number correct] at the current weights (the shared loop of awp.metrics)."""
         if self.loss == "clean":
-            return [xb for xb, _ in self.batches]
+            return loss_and_correct(self.model, self.batches, runtime=self.runtime)
         if self.loss == "fixed":
             if self._fixed is None:  # crafted at the centre w, the first time it is needed
                 raise RuntimeError("fixed examples are crafted in session()")
-            return self._fixed
-        return self._adversarial()
+            pairs = [(xa, yb) for xa, (_, yb) in zip(self._fixed, self.batches)]
+            return loss_and_correct(self.model, pairs, runtime=self.runtime)
+        return loss_and_correct(self.model, self.batches, self.attack.on(self.model), runtime=self.runtime,
+                                generator=self.runtime.generator(self.attack.seed))
 
     def _offset(self, combination: Combination, names: Sequence[str] | None) -> None:
         """Set w = w_centre + sum_i c_i d_i in place on ``names`` (default: every name the
@@ -146,13 +148,7 @@ class PointEvaluator:
             combination = [(1.0, perturbation)] if isinstance(perturbation, dict) else perturbation
             self._offset(combination, names)
         try:
-            totals = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
-            for x_in, (_, yb) in zip(self._inputs(), self.batches):
-                with torch.no_grad(), self.runtime.autocast():
-                    logits = self.model(x_in).float()
-                totals += torch.stack([F.cross_entropy(logits, yb, reduction="sum"),
-                                       (logits.argmax(1) == yb).sum()]).double()
-            return totals
+            return self._totals()
         finally:
             if perturbation:
                 self._restore()

@@ -86,6 +86,14 @@ def save_result(folder: str | Path, rows: list[dict[str, Any]], columns: list[st
     (folder / PARTIAL).unlink(missing_ok=True)
 
 
+def find_results(root: str | Path) -> list[Path]:
+    """Result folders under ``root`` (any depth; ``root`` may itself be one, or its landscape.json)."""
+    root = Path(root)
+    if root.is_file():
+        return [root.parent]
+    return [f.parent for f in sorted(root.rglob(JSON))]
+
+
 def read_result(folder: str | Path):
     """(DataFrame, settings dict) of a finished result folder; a table that its settings do not
     describe (a run interrupted while saving) is a one-line :class:`UserError`."""

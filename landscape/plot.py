@@ -2,23 +2,21 @@
 checkpoints overlaid) and Li et al. 2018, Fig. 1 (2-D contour and 3-D surface).
 
 Axis units are always written: alpha counts filter norms (or layer norms, or units of d), and
-the loss names the attack that produced it. Figures use the Agg backend and are written
-atomically (:func:`awp.io.atomic_savefig`).
+the loss names the attack that produced it. Figures are plain ``matplotlib.figure.Figure`` objects
+(no pyplot, so no backend is chosen for the caller and a notebook keeps its inline one), written
+atomically (:func:`awp.io.atomic_savefig`) and returned, so a notebook cell shows them.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from awp.io import atomic_savefig  # noqa: E402
-from landscape.curve import curve_spread  # noqa: E402
-from landscape.surface import surface_grid  # noqa: E402
+from awp.io import atomic_savefig
+from landscape.curve import curve_spread
+from landscape.surface import surface_grid
 
 _UNITS = {"filter": "alpha, in filter norms", "layer": "alpha, in layer norms", "none": "alpha, in units of d"}
 
@@ -38,9 +36,10 @@ def loss_label(loss: str = "adversarial", steps: int | None = 10) -> str:
 
 
 def plot_curves(curves: Mapping[str, pd.DataFrame], path: str | Path, *, normalization: str = "filter",
-                loss: str = "adversarial", steps: int | None = 10, title: str | None = None) -> None:
+                loss: str = "adversarial", steps: int | None = 10, title: str | None = None) -> Figure:
     """One line per checkpoint (mean over directions), a band of +-1 std over directions."""
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+    fig = Figure(figsize=(5, 3.8))
+    ax = fig.subplots()
     for label, df in curves.items():
         s = curve_spread(df)
         line, = ax.plot(s["alpha"], s["loss_mean"], marker="o", ms=3, label=f"{label} ({int(s['n'].max())} dirs)")
@@ -54,16 +53,16 @@ def plot_curves(curves: Mapping[str, pd.DataFrame], path: str | Path, *, normali
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def plot_surface(df: pd.DataFrame, path: str | Path, *, normalization: str = "filter",
-                 loss: str = "adversarial", steps: int | None = 10, title: str | None = None) -> None:
+                 loss: str = "adversarial", steps: int | None = 10, title: str | None = None) -> Figure:
     """Contour (left) and 3-D surface (right) of a 2-D landscape table (alpha, beta, loss)."""
     grid = surface_grid(df)
     a, b = grid.columns.to_numpy(float), grid.index.to_numpy(float)
     z = grid.to_numpy(float)
-    fig = plt.figure(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
     ax = fig.add_subplot(1, 2, 1)
     if len(a) > 1 and len(b) > 1:
         cs = ax.contour(a, b, z, levels=15)
@@ -86,4 +85,4 @@ def plot_surface(df: pd.DataFrame, path: str | Path, *, normalization: str = "fi
         fig.suptitle(title)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
+    return fig

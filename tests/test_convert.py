@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from awp.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from awp.convert import (OFFICIAL_AWP_NORMALIZATION, export_checkpoint, import_checkpoint, load_any,
+from awp.checkpoint import load_checkpoint, load_run, read_checkpoint, save_checkpoint
+from awp.convert import (OFFICIAL_AWP_NORMALIZATION, export_checkpoint, import_checkpoint,
                          load_foreign_state, load_robustbench)
 from awp.convert import _robustbench
 from awp.errors import UserError
@@ -225,6 +225,11 @@ def test_official_awp_preactresnet_normalizes_as_their_loop(tmp_path):
     assert prov["format"] == "official-awp" and prov["sha256"] == sha256_file(src)
     assert prov["source"] == str(src.resolve())
     assert meta["config"]["eps"] == pytest.approx(8 / 255) and meta["config"]["norm"] == "linf"
+    # load_run: the same model, the imported threat model as its metric attack, CIFAR-10 as its data
+    run = load_run(out)
+    assert _close(_outputs(run.model, x), _outputs(model, x)) and run.sha256 == sha256_file(out)
+    assert run.config.dataset == "cifar10" and run.attack.eps == pytest.approx(8 / 255)
+    assert run.attack.step_size == pytest.approx(2 / 255)
 
 
 def test_trades_wrn_drops_unused_sub_block1(tmp_path):
@@ -378,7 +383,7 @@ def test_missing_extra_says_how_to_install(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "robustbench", None)  # import robustbench -> ImportError
     with pytest.raises(UserError) as err:
-        load_any("robustbench:Wu2020Adversarial_extra")
+        load_run("robustbench:Wu2020Adversarial_extra")
     assert "pip install 'awp-landscape[robustbench]'" in str(err.value)
 
 
@@ -404,8 +409,11 @@ def test_robustbench_offline_load_landscape_and_export_round_trip(tmp_path):
     placed = folder / "Wu2020Adversarial_extra.pt"
     torch.save({"state_dict": nn.DataParallel(ref).state_dict()}, placed)
 
-    model, meta = load_any("robustbench:Wu2020Adversarial_extra", dataset="cifar10", threat="Linf",
-                           model_dir=tmp_path / "models")
+    run = load_run("robustbench:Wu2020Adversarial_extra", dataset="cifar10", threat="Linf",
+                   model_dir=tmp_path / "models")
+    model, meta = run.model, run.meta
+    assert run.config.eps == pytest.approx(8 / 255) and run.attack.eps == pytest.approx(8 / 255)
+    assert run.source == "robustbench:Wu2020Adversarial_extra" and run.config.dataset == "cifar10"
     x = _inputs(2)
     assert _close(_outputs(model, x), _outputs(ref, x))
     assert meta["arch"] == "robustbench:Wu2020Adversarial_extra" and meta["sha256"] == sha256_file(placed)

@@ -63,7 +63,7 @@ def test_set(trained):
 def full_result(trained, test_set):
     model, _ = trained
     x, y = test_set
-    return evaluate(model, x, y, attacks=("natural", "fgsm", "pgd20", "pgd100", "cw"), eps=EPS, batch_size=64)
+    return evaluate(model, x, y, attacks=("clean", "fgsm", "pgd20", "pgd100", "cw"), eps=EPS, batch_size=64)
 
 
 def _plain_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -81,7 +81,7 @@ def test_result_layout(full_result):
     assert set(full_result) == {"samples", "eps", "norm", "seed", "results"}
     assert full_result["samples"] == N_TEST and full_result["eps"] == EPS
     assert full_result["norm"] == "linf" and full_result["seed"] == 0
-    assert list(full_result["results"]) == ["natural", "fgsm", "pgd20", "pgd100", "cw"]
+    assert list(full_result["results"]) == ["clean", "fgsm", "pgd20", "pgd100", "cw"]
     for entry in full_result["results"].values():
         assert set(entry) == {"accuracy", "attack"}
         assert 0.0 <= entry["accuracy"] <= 1.0
@@ -89,22 +89,22 @@ def test_result_layout(full_result):
         assert entry["accuracy"] * N_TEST == pytest.approx(round(entry["accuracy"] * N_TEST), abs=1e-9)
 
 
-def test_natural_equals_independent_computation(trained, test_set, full_result):
+def test_clean_equals_independent_computation(trained, test_set, full_result):
     model, _ = trained
     x, y = test_set
     # One forward of the whole set versus evaluate's batches of 64.
-    assert full_result["results"]["natural"]["accuracy"] == pytest.approx(_plain_accuracy(model, x, y), abs=1e-12)
+    assert full_result["results"]["clean"]["accuracy"] == pytest.approx(_plain_accuracy(model, x, y), abs=1e-12)
 
 
 def test_accuracy_ordering(full_result):
     acc = {name: r["accuracy"] for name, r in full_result["results"].items()}
-    assert acc["natural"] > 0.8  # the model learned something
+    assert acc["clean"] > 0.8  # the model learned something
     # Attacks can only remove correct points compared with x itself (FGSM has no random start).
-    assert acc["fgsm"] <= acc["natural"]
-    assert acc["pgd20"] <= acc["natural"]
-    assert acc["cw"] <= acc["natural"]
+    assert acc["fgsm"] <= acc["clean"]
+    assert acc["pgd20"] <= acc["clean"]
+    assert acc["cw"] <= acc["clean"]
     # The attacks must actually do something at eps 0.2 on 8x8 digits.
-    assert acc["pgd20"] < acc["natural"] - 0.1
+    assert acc["pgd20"] < acc["clean"] - 0.1
     # PGD-100 is stronger than PGD-20 only statistically (different last iterates): small slack.
     assert acc["pgd100"] <= acc["pgd20"] + 0.03
     # The iterative attack beats the single step here (statistical, with slack).
@@ -154,7 +154,7 @@ def test_descriptions_state_the_conventions(full_result):
         assert "uniform random start" in d[name] and "1 restart" in d[name] and "eval mode" in d[name]
         assert "Linf" in d[name] and "eps=0.2" in d[name]
     assert "kappa=50" in d["cw"] and "30 steps" in d["cw"]
-    assert "CE loss" in d["pgd20"] and "FGSM" in d["fgsm"] and "natural" in d["natural"]
+    assert "CE loss" in d["pgd20"] and "FGSM" in d["fgsm"] and "clean" in d["clean"]
 
 
 def test_seeded_calls_are_identical(trained, test_set):
@@ -178,7 +178,7 @@ def test_model_and_inputs_left_alone(trained, test_set):
     flags = [m.training for m in model.modules()]
     rng = torch.get_rng_state()
     try:
-        evaluate(model, x, y, attacks=("natural", "fgsm", "pgd20", "cw"), eps=EPS)
+        evaluate(model, x, y, attacks=("clean", "fgsm", "pgd20", "cw"), eps=EPS)
         assert [m.training for m in model.modules()] == flags
     finally:
         model.eval()
@@ -203,17 +203,17 @@ class ConstantLogits(nn.Module):
 
 def test_constant_model_same_accuracy_under_every_attack(test_set):
     x, y = test_set
-    result = evaluate(ConstantLogits(), x, y, attacks=("natural", "fgsm", "pgd20", "pgd100", "cw"), eps=EPS)
+    result = evaluate(ConstantLogits(), x, y, attacks=("clean", "fgsm", "pgd20", "pgd100", "cw"), eps=EPS)
     expected = (y == 2).double().mean().item()  # the constant prediction is class 2
     assert 0 < expected < 1
     for name, entry in result["results"].items():
         assert entry["accuracy"] == pytest.approx(expected, abs=1e-12), name
 
 
-def test_zero_eps_leaves_every_attack_at_natural_accuracy(trained, test_set):
+def test_zero_eps_leaves_every_attack_at_clean_accuracy(trained, test_set):
     model, _ = trained
     x, y = test_set[0][:64], test_set[1][:64]
-    result = evaluate(model, x, y, attacks=("natural", "fgsm", "pgd20", "cw"), eps=0.0)
+    result = evaluate(model, x, y, attacks=("clean", "fgsm", "pgd20", "cw"), eps=0.0)
     accuracies = {r["accuracy"] for r in result["results"].values()}
     assert accuracies == {_plain_accuracy(model, x, y)}
 
@@ -221,9 +221,9 @@ def test_zero_eps_leaves_every_attack_at_natural_accuracy(trained, test_set):
 def test_l2_norm_is_passed_on(trained, test_set):
     model, _ = trained
     x, y = test_set[0][:64], test_set[1][:64]
-    result = evaluate(model, x, y, attacks=("natural", "pgd20"), eps=0.5, norm="l2")
+    result = evaluate(model, x, y, attacks=("clean", "pgd20"), eps=0.5, norm="l2")
     assert "L2 eps=0.5" in result["results"]["pgd20"]["attack"]
-    assert result["results"]["pgd20"]["accuracy"] <= result["results"]["natural"]["accuracy"]
+    assert result["results"]["pgd20"]["accuracy"] <= result["results"]["clean"]["accuracy"]
     with pytest.raises(UsageError, match="CW-inf"):
         evaluate(model, x, y, attacks=("cw",), eps=0.5, norm="l2")
 
@@ -235,7 +235,7 @@ def test_l2_norm_is_passed_on(trained, test_set):
 def test_unknown_attack_lists_the_choices(trained, test_set):
     model, _ = trained
     with pytest.raises(UsageError) as info:
-        evaluate(model, *test_set, attacks=("natural", "pgd7"), eps=EPS)
+        evaluate(model, *test_set, attacks=("clean", "pgd7"), eps=EPS)
     message = str(info.value)
     assert "pgd7" in message and all(name in message for name in ATTACKS) and "\n" not in message
 
@@ -244,13 +244,13 @@ def test_bad_inputs_are_usage_errors(trained, test_set):
     model, _ = trained
     x, y = test_set
     with pytest.raises(UsageError, match=r"\[0, 1\]"):
-        evaluate(model, x * 3 - 1, y, attacks=("natural",), eps=EPS)
+        evaluate(model, x * 3 - 1, y, attacks=("clean",), eps=EPS)
     with pytest.raises(UsageError, match="labels"):
-        evaluate(model, x, y[:-1], attacks=("natural",), eps=EPS)
+        evaluate(model, x, y[:-1], attacks=("clean",), eps=EPS)
     with pytest.raises(UsageError, match="eps"):
-        evaluate(model, x, y, attacks=("natural",), eps=-0.1)
+        evaluate(model, x, y, attacks=("clean",), eps=-0.1)
     with pytest.raises(UsageError, match="norm"):
-        evaluate(model, x, y, attacks=("natural",), eps=EPS, norm="l1")
+        evaluate(model, x, y, attacks=("clean",), eps=EPS, norm="l1")
     with pytest.raises(UsageError, match="no attack"):
         evaluate(model, x, y, attacks=(), eps=EPS)
 
@@ -259,7 +259,7 @@ def test_missing_pyautoattack_is_a_user_error(trained, test_set, monkeypatch):
     model, _ = trained
     monkeypatch.setitem(sys.modules, "pyautoattack", None)  # makes the import fail
     with pytest.raises(UserError) as info:
-        evaluate(model, *test_set, attacks=("natural", "autoattack"), eps=EPS)
+        evaluate(model, *test_set, attacks=("clean", "autoattack"), eps=EPS)
     assert str(info.value) == "AutoAttack needs the reference implementation: pip install 'awp-landscape[autoattack]'"
 
 
@@ -273,11 +273,11 @@ def test_autoattack_end_to_end(trained, test_set):
     model, _ = trained
     x, y = test_set[0][:16], test_set[1][:16]
     rng = torch.get_rng_state()
-    result = evaluate(model, x, y, attacks=("natural", "pgd20", "autoattack"), eps=EPS)
+    result = evaluate(model, x, y, attacks=("clean", "pgd20", "autoattack"), eps=EPS)
     acc = {name: r["accuracy"] for name, r in result["results"].items()}
     # AutoAttack (APGD-CE alone is already a stronger PGD) should not be weaker than PGD-20.
     assert acc["autoattack"] <= acc["pgd20"] + 2 / 16
-    assert acc["autoattack"] <= acc["natural"]
+    assert acc["autoattack"] <= acc["clean"]
     description = result["results"]["autoattack"]["attack"]
     assert "APGD-CE, APGD-T, FAB-T, Square" in description and "seed 0" in description
     assert "pyautoattack 0.2" in description and "eps=0.2" in description
@@ -302,7 +302,7 @@ def test_evaluate_checkpoint_metadata_and_numbers(trained, tmp_path):
     model, _ = trained
     path = tmp_path / "best.pt"
     _write_checkpoint(path, model)
-    result = evaluate_checkpoint(path, attacks=["natural", "pgd20"], samples=50, device="cpu", batch_size=32)
+    result = evaluate_checkpoint(path, attacks=["clean", "pgd20"], samples=50, device="cpu", batch_size=32)
     assert result["checkpoint"] == str(path)
     assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (result["arch"], result["dataset"], result["method"]) == ("smallcnn", "digits", "at")
@@ -311,8 +311,8 @@ def test_evaluate_checkpoint_metadata_and_numbers(trained, tmp_path):
     # The same 50 images, rebuilt independently, with the in-memory model give the same numbers.
     reference = build_dataset("digits", train_subset=300)
     x, y = reference.test.images[:50], reference.test.labels[:50]
-    assert result["results"]["natural"]["accuracy"] == pytest.approx(_plain_accuracy(model, x, y), abs=1e-12)
-    direct = evaluate(model, x, y, attacks=["natural", "pgd20"], eps=EPS, batch_size=32)
+    assert result["results"]["clean"]["accuracy"] == pytest.approx(_plain_accuracy(model, x, y), abs=1e-12)
+    direct = evaluate(model, x, y, attacks=["clean", "pgd20"], eps=EPS, batch_size=32)
     assert result["results"] == direct["results"]
 
 
@@ -320,13 +320,13 @@ def test_evaluate_checkpoint_val_split_and_eps(trained, tmp_path):
     model, _ = trained
     path = tmp_path / "ckpt.pt"
     _write_checkpoint(path, model)
-    result = evaluate_checkpoint(path, attacks=["natural"], split="val", samples=40, eps=0.1, device="cpu")
+    result = evaluate_checkpoint(path, attacks=["clean"], split="val", samples=40, eps=0.1, device="cpu")
     assert result["split"] == "val" and result["samples"] == 40 and result["eps"] == 0.1
     val = build_dataset("digits", train_subset=300).val
     expected = _plain_accuracy(model, val.images[:40], val.labels[:40])
-    assert result["results"]["natural"]["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert result["results"]["clean"]["accuracy"] == pytest.approx(expected, abs=1e-12)
     # More samples than the split holds: the whole split.
-    everything = evaluate_checkpoint(path, attacks=["natural"], split="train", samples=10_000, device="cpu")
+    everything = evaluate_checkpoint(path, attacks=["clean"], split="train", samples=10_000, device="cpu")
     assert everything["samples"] == 300
 
 
@@ -337,16 +337,16 @@ def test_evaluate_checkpoint_errors(trained, tmp_path):
     with pytest.raises(UsageError, match="choose from"):
         evaluate_checkpoint(path, attacks=["pgd"], device="cpu")
     with pytest.raises(UsageError, match="samples"):
-        evaluate_checkpoint(path, attacks=["natural"], samples=0, device="cpu")
+        evaluate_checkpoint(path, attacks=["clean"], samples=0, device="cpu")
     with pytest.raises(UsageError, match="split"):
-        evaluate_checkpoint(path, attacks=["natural"], split="holdout", device="cpu")
+        evaluate_checkpoint(path, attacks=["clean"], split="holdout", device="cpu")
     no_val = tmp_path / "no_val.pt"
     _write_checkpoint(no_val, model, val_size=0)
     with pytest.raises(UsageError, match="validation") as info:
-        evaluate_checkpoint(no_val, attacks=["natural"], split="val", device="cpu")
+        evaluate_checkpoint(no_val, attacks=["clean"], split="val", device="cpu")
     assert "\n" not in str(info.value)
     with pytest.raises(UserError, match="not found"):
-        evaluate_checkpoint(tmp_path / "missing.pt", attacks=["natural"], device="cpu")
+        evaluate_checkpoint(tmp_path / "missing.pt", attacks=["clean"], device="cpu")
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +357,7 @@ def test_format_table_mentions_every_attack_and_eps(trained, tmp_path):
     model, _ = trained
     path = tmp_path / "ckpt.pt"
     _write_checkpoint(path, model)
-    result = evaluate_checkpoint(path, attacks=["natural", "fgsm", "pgd20", "cw"], samples=30, device="cpu")
+    result = evaluate_checkpoint(path, attacks=["clean", "fgsm", "pgd20", "cw"], samples=30, device="cpu")
     table = format_table(result)
     lines = table.splitlines()
     assert str(path) in lines[0] and "eps: 0.2" in lines[0] and "samples: 30" in lines[0] and "split: test" in lines[0]

@@ -338,3 +338,58 @@ def test_cli_model_based_flatness_equals_the_api(checkpoint, tmp_path):
     assert flat["average_sharpness"] == pytest.approx(average_sharpness(model, (x, y), 0.02, attack, samples=2, seed=4), rel=1e-6)
     assert flat["worst_case_sharpness"] >= flat["average_sharpness"]
     assert _run([*args[:-2], "--xi", "2"]) == 2
+
+
+# ----------------------------------------------------------------------------- library call
+
+def test_compute_landscape_equals_the_cli_byte_for_byte_and_caches(checkpoint, tmp_path):
+    """A notebook's compute_landscape(...) writes the files `awp landscape` writes, and reuses them."""
+    from awp.checkpoint import load_run
+    from landscape import LandscapeConfig, compute_landscape
+
+    cli_out = tmp_path / "cli"
+    assert _run([checkpoint, "--out", cli_out, "--alphas", "-0.5:0.5:3", "--directions", "2", "--samples", "24",
+                 "--steps", "2", "--seed", "1", "--quiet", "--device", "cpu"]) == 0
+    config = LandscapeConfig(directions=2, seed=1, alphas=(-0.5, 0.0, 0.5), samples=24, steps=2)
+    run = load_run(checkpoint)
+    lib = tmp_path / "lib"
+    result = compute_landscape(run, config, lib, device="cpu")
+    for name in ("landscape.csv", "landscape.json"):
+        assert (lib / name).read_bytes() == (cli_out / checkpoint.stem / name).read_bytes(), name
+    assert result.info["points_computed"] == 6 and len(result.table) == 6
+    assert result.flatness["sharpness"] == json.loads((lib / "landscape.json").read_text())["flatness"]["sharpness"]
+    again = compute_landscape(checkpoint, config, lib, device="cpu")
+    assert again.info["points_computed"] == 0 and again.info["points_reused"] == 6
+    pd.testing.assert_frame_equal(again.table, result.table)
+    # in memory (out=None): the same numbers, no files
+    memory = compute_landscape(run, config, device="cpu")
+    pd.testing.assert_frame_equal(memory.table, result.table)
+    assert memory.folder is None
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"directions": 0}, "directions"), ({"surface": True, "directions": 1}, "surface"),
+    ({"alphas": ()}, "alphas"), ({"split": "holdout"}, "split"), ({"xi": 2.0}, "xi"),
+    ({"normalization": "unit"}, "normalization"), ({"loss": "kl"}, "loss"), ({"eps": 3.0}, "eps"),
+])
+def test_landscape_config_rejects_nonsense_in_one_line(changes, needle):
+    from awp.errors import UsageError
+    from landscape import LandscapeConfig
+
+    with pytest.raises(UsageError, match=needle) as info:
+        LandscapeConfig(**changes)
+    assert "\n" not in str(info.value)
+
+
+def test_load_run_rebuilds_model_config_data_and_attack(checkpoint):
+    from awp.checkpoint import load_run
+    from awp.metrics import metric_attack
+
+    run = load_run(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    assert _same(run.model, model.state_dict()) and not run.model.training
+    assert run.config.dataset == "digits" and run.attack == metric_attack(run.config)
+    expected = build_dataset("digits", val_size=run.config.val_size, train_subset=run.config.train_subset,
+                             split_seed=run.config.split_seed)
+    assert torch.equal(run.split("train").images, expected.train.images)
+    assert run.meta["epoch"] == meta["epoch"] and len(run.sha256) == 64

@@ -543,7 +543,7 @@ CASES = [
     # awp eval: what tests/test_cli.py leaves out
     ("eval: zero samples", ["eval", "{d}/good.pt", "--samples", "0"], 2, "samples"),
     ("eval: no attack", ["eval", "{d}/good.pt", "--attacks", ""], 2, "no attack"),
-    ("eval: non-writable output", ["eval", "{d}/good.pt", "--attacks", "natural", "--samples", "10",
+    ("eval: non-writable output", ["eval", "{d}/good.pt", "--attacks", "clean", "--samples", "10",
                                    "--out", "{d}/a_file/e.json"], 1, "is a file, not a folder"),
 ]
 
