@@ -68,3 +68,5 @@ def test_notebook_runs_on_the_quick_demo(demo, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = json.dumps([o.get("text", "") for o in outputs])
     assert "sharpness at |alpha| = 0.5" in text
+    # The comparison figure is shown inline (no import-time backend choice hides it).
+    assert any("image/png" in o.get("data", {}) for o in outputs)
