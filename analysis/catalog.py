@@ -1,6 +1,6 @@
 """Runs catalog: one row per checkpoint with its robust generalization gap and landscape flatness.
 
-The gap is the one of Wu, Xia, Wang (NeurIPS 2020), REFERENCE §1: training robust accuracy minus
+The gap is the one of Wu, Xia, Wang (NeurIPS 2020, Sec. 3): training robust accuracy minus
 test robust accuracy under the same attack, measured at the unperturbed weights in eval mode
 (``awp.metrics``; *not* the official logs' train accuracy measured at w + v in train mode).
 Flatness scalars (``sharpness``, ``curvature``, ...) come from the ``landscape.json`` files that
@@ -147,26 +147,26 @@ class _Recompute:
     """
 
     def __init__(self, device: str = "cpu"):
-        from awp.runtime import resolve_runtime
-
-        self.runtime = resolve_runtime(device)
+        self.device = device  # resolved on first use: a catalog that recomputes nothing needs no device
         self._data: dict[str, Any] = {}
 
     def __call__(self, path: Path, payload: dict[str, Any]) -> tuple[dict[str, float], str]:
         from awp.checkpoint import load_run
         from awp.config import config_from_dict
+        from awp.runtime import resolve_runtime
         from awp.train import measure
 
+        runtime = resolve_runtime(self.device)
         if not isinstance(payload.get("config"), dict):
             raise UserError(f"{path} has no metrics and no training config to recompute them from")
         config = config_from_dict(payload["config"])
         key = json.dumps([config.dataset, config.data_dir, config.val_size, config.train_subset,
                           config.split_seed], default=str)
-        run = load_run(path, self.runtime.device, data=self._data.get(key))
+        run = load_run(path, runtime.device, data=self._data.get(key))
         run.config = config  # the run folder's config where the checkpoint stores none
         self._data[key] = run.data
         # The training loop's own measurement and attack, not a copy of them.
-        return measure(run.model, run.data, config, run.attack, self.runtime, splits=("train", "test")), run.attack.name
+        return measure(run.model, run.data, config, run.attack, runtime, splits=("train", "test")), run.attack.name
 
 
 # -------------------------------------------------------------------------------------- labels
@@ -198,44 +198,10 @@ def collect_runs(runs: str | Path | Iterable[str | Path], landscapes: str | Path
     metrics again even when the checkpoint stores them (``metrics_source`` says which were used).
     Columns: :data:`COLUMNS` plus any further flatness scalar found; sorted by run, epoch, is_best.
     """
-    from awp.checkpoint import read_checkpoint
-    from awp.io import sha256_file
-
     folders = find_runs(runs)
-    names = _run_names(folders)
-    recomputer: _Recompute | None = None
-    rows: list[dict[str, Any]] = []
-    for folder, name in zip(folders, names):
-        try:
-            run_config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {folder / 'config.json'}: {exc}") from exc
-        run_rows = []
-        for path, _ in _select_files(folder):
-            payload = read_checkpoint(path)
-            config = payload.get("config") if isinstance(payload.get("config"), dict) else run_config
-            metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
-            if recompute or not _has_metrics(metrics):
-                recomputer = recomputer or _Recompute(device)
-                values, attack = recomputer(path, {**payload, "config": config})
-                source = "recomputed"
-            else:
-                values, attack, source = {k: float(metrics[k]) for k in METRIC_COLUMNS}, metrics.get("attack"), "checkpoint"
-            run_rows.append({
-                "run": name, "run_dir": str(folder), "file": path.name, "path": str(path.resolve()),
-                "sha256": sha256_file(path), "dataset": payload.get("dataset", config.get("dataset")),
-                "arch": payload.get("arch"), "method": payload.get("method", config.get("method", "at")),
-                "awp_gamma": float(payload.get("awp_gamma", config.get("awp_gamma", 0.0)) or 0.0),
-                "awp_kind": config.get("awp_kind", "adversarial") or "adversarial",
-                "epoch": int(payload.get("epoch", -1)), "is_best": path.name == "best.pt",
-                "is_last": path.name == "last.pt", **values, "attack": attack, "metrics_source": source,
-                "val_robust_acc": float(metrics.get("val_robust_acc", np.nan)) if isinstance(
-                    metrics.get("val_robust_acc"), (int, float)) else np.nan,
-            })
-        # last.pt only when no epoch_NNN.pt / best.pt covers its epoch
-        covered = {r["epoch"] for r in run_rows if not r["is_last"]}
-        run_rows = [r for r in run_rows if not r["is_last"] or r["epoch"] not in covered]
-        rows.extend(run_rows)
+    recomputer = _Recompute(device)  # loads nothing until a checkpoint needs it
+    rows = [row for folder, name in zip(folders, _run_names(folders))
+            for row in _run_rows(folder, name, recomputer, recompute)]
     if not rows:
         raise UserError("no checkpoints found in the given runs")
     df = pd.DataFrame(rows)
@@ -253,6 +219,42 @@ def collect_runs(runs: str | Path | Iterable[str | Path], landscapes: str | Path
     df = df.sort_values(["run", "epoch", "is_best", "file"], kind="stable").reset_index(drop=True)
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[COLUMNS + extra]
+
+
+def _run_rows(folder: Path, name: str, recomputer: "_Recompute", recompute: bool) -> list[dict[str, Any]]:
+    """One catalog row per selected checkpoint of a run folder; last.pt only when no epoch_NNN.pt
+    or best.pt covers its epoch."""
+    from awp.checkpoint import read_checkpoint
+    from awp.io import sha256_file
+
+    try:
+        run_config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+    rows = []
+    for path, _ in _select_files(folder):
+        payload = read_checkpoint(path)
+        config = payload.get("config") if isinstance(payload.get("config"), dict) else run_config
+        metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
+        if recompute or not _has_metrics(metrics):
+            values, attack = recomputer(path, {**payload, "config": config})
+            source = "recomputed"
+        else:
+            values, attack = {k: float(metrics[k]) for k in METRIC_COLUMNS}, metrics.get("attack")
+            source = "checkpoint"
+        val = metrics.get("val_robust_acc")
+        rows.append({
+            "run": name, "run_dir": str(folder), "file": path.name, "path": str(path.resolve()),
+            "sha256": sha256_file(path), "dataset": payload.get("dataset", config.get("dataset")),
+            "arch": payload.get("arch"), "method": payload.get("method", config.get("method", "at")),
+            "awp_gamma": float(payload.get("awp_gamma", config.get("awp_gamma", 0.0)) or 0.0),
+            "awp_kind": config.get("awp_kind", "adversarial") or "adversarial",
+            "epoch": int(payload.get("epoch", -1)), "is_best": path.name == "best.pt",
+            "is_last": path.name == "last.pt", **values, "attack": attack, "metrics_source": source,
+            "val_robust_acc": float(val) if isinstance(val, (int, float)) else np.nan,
+        })
+    covered = {r["epoch"] for r in rows if not r["is_last"]}
+    return [r for r in rows if not r["is_last"] or r["epoch"] not in covered]
 
 
 def _borrow_best_landscape(df: pd.DataFrame, columns: list[str]) -> None:

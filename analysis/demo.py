@@ -2,7 +2,7 @@
 
 Wu, Xia, Wang (NeurIPS 2020) observe that a flatter adversarial weight loss landscape goes with
 a smaller robust generalization gap (Fig. 1), and that AWP flattens it explicitly (Sec. 4-5).
-The demo reproduces that chain on scikit-learn's 8x8 digits (DESIGN.md, "The embedded default"):
+The demo reproduces that chain on scikit-learn's 8x8 digits (the README's "What `awp demo` shows"):
 
 1. trains a standard model, pseudo-labels the training images the robust runs do not use (RST's
    unlabeled pool), and trains AT (checkpoints every 5 epochs, so early stopping is visible),
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 from awp.errors import UsageError

@@ -1,7 +1,7 @@
 """The figures of Wu, Xia, Wang (NeurIPS 2020), regenerated from any set of run folders.
 
 - :func:`fig_gap_over_epochs`: train and test robust accuracy and their gap over epochs, AT vs
-  AT-AWP (robust overfitting, Rice et al. 2020; the gap of REFERENCE §1).
+  AT-AWP (robust overfitting, Rice et al. 2020; the gap of Wu et al. 2020, Sec. 3).
 - :func:`fig_at_epochs`: Fig. 1a: AT's adversarial weight loss landscape at several epochs
   (sequential colours, colour bar), the early-stopping checkpoint dashed black, and the gap there.
 - :func:`fig_methods` / :func:`fig_methods_awp`: Fig. 1b: landscapes of the last checkpoints of AT,

@@ -12,11 +12,14 @@ from pathlib import Path
 
 from awp.errors import UsageError
 
-COMMANDS = ("train", "eval", "pseudo-label", "presets", "import-checkpoint", "export")
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register this package's subcommands."""
+    for register in (_train_parser, _eval_parser, _pseudo_label_parser, _convert_parsers):
+        register(subparsers)
+
+
+def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a model (AT, TRADES, MART, RST, each with or without AWP)",
                                   description="Train from a preset plus key=value overrides, e.g. "
                                               "`awp train --preset digits-at-awp epochs=20 --out runs/at-awp`.")
@@ -30,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--download", action="store_true", help="download the data set if missing")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _eval_parser(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("eval", help="evaluate a checkpoint: clean, FGSM, PGD-20/100, CW-inf, AutoAttack")
     ev.add_argument("checkpoint")
     ev.add_argument("--attacks", default="clean,fgsm,pgd20,cw",
@@ -47,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--threat", default="Linf", help="threat model of a robustbench:NAME entry (Linf, L2)")
     ev.add_argument("--model-dir", help="RobustBench model folder (default ./models)")
 
+
+def _pseudo_label_parser(subparsers: argparse._SubParsersAction) -> None:
     pl = subparsers.add_parser("pseudo-label", help="label an unlabeled pool with a standard model (for RST)")
     pl.add_argument("checkpoint", help="a standard-trained checkpoint")
     pl.add_argument("--source", default="pool",
@@ -54,9 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pl.add_argument("--out", required=True, help=".npz to write (images, labels)")
     pl.add_argument("--device", default="auto")
     pl.add_argument("--data-dir")
-
     subparsers.add_parser("presets", help="list the training presets")
 
+
+def _convert_parsers(subparsers: argparse._SubParsersAction) -> None:
     im = subparsers.add_parser(
         "import-checkpoint", help="convert an official AWP / TRADES / MART / RST checkpoint into ours",
         description="Read a published checkpoint safely (weights_only), strip module. prefixes and TRADES' "

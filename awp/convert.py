@@ -1,5 +1,5 @@
 """Other people's checkpoints: import the official AWP, TRADES, MART and RST releases, load
-RobustBench models, export ours for RobustBench (REFERENCE.md §6, DESIGN.md "Files on disk").
+RobustBench models, export ours for RobustBench (the README's "Command line").
 
 Wu, Xia & Wang (NeurIPS 2020) build on the code of Rice et al. 2020 (AT, PreActResNet-18),
 TRADES (Zhang et al. 2019), MART (Wang et al. 2020) and RST (Carmon et al. 2019); the published

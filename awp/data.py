@@ -2,7 +2,7 @@
 
 Data sets used by Wu, Xia & Wang, "Adversarial Weight Perturbation Helps Robust Generalization"
 (NeurIPS 2020): CIFAR-10, CIFAR-100 and SVHN (through torchvision, downloaded only when asked),
-plus scikit-learn's offline 8x8 digits for the CPU demo (REFERENCE.md section 6).
+plus scikit-learn's offline 8x8 digits for the CPU demo (1797 images, shipped with scikit-learn).
 
 Every split lives in memory as one tensor (uint8 for the photo data sets, as the original RST
 code keeps its 500K TinyImages; float32 in [0, 1] for digits). Batches are drawn by index and
@@ -12,8 +12,8 @@ there are no DataLoader workers. Order and augmentation come from a generator se
 and with ``world_size > 1`` the ranks' shares of a global batch add up to the single-process
 batch, augmentation included.
 
-RST (Carmon et al. 2019, "Unlabeled Data Improves Adversarial Robustness"; REFERENCE.md
-section 4): :func:`iterate_mixed_batches` draws each batch as labeled images from a per-epoch
+RST (Carmon et al. 2019, "Unlabeled Data Improves Adversarial Robustness"):
+:func:`iterate_mixed_batches` draws each batch as labeled images from a per-epoch
 permutation plus a fraction ``unsup_fraction`` of pseudo-labeled images drawn with replacement;
 :func:`pseudo_label` labels an unlabeled pool with a standard model; :func:`load_unlabeled`
 reads Carmon et al.'s pickle (through a restricted unpickler) or our ``.npz``.
@@ -149,7 +149,7 @@ class DataSplits:
     when ``val_size=0``); ``pool`` holds the remaining training images, an unlabeled pool RST can
     pseudo-label (labels kept only for diagnostics; None when empty); ``unlabeled`` holds extra
     pseudo-labeled data loaded from a file (RST), else None. ``mean``/``std`` are per channel and
-    belong inside the model (inputs stay in [0, 1], REFERENCE.md section 4).
+    belong inside the model (inputs stay in [0, 1]).
     """
 
     name: str

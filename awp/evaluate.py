@@ -2,7 +2,7 @@
 
 Wu, Xia & Wang (NeurIPS 2020), "Adversarial Weight Perturbation Helps Robust Generalization",
 report natural (clean) accuracy and accuracy under FGSM, PGD-20, CW-inf and AutoAttack. The conventions
-(REFERENCE.md section 5) are fixed here and written next to every number, in each result's
+are fixed here and written next to every number, in each result's
 ``attack`` description:
 
 - clean: accuracy on the unattacked images (the tables' "natural"; ``natural`` is accepted as
@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn

@@ -2,7 +2,7 @@
 
 Every file the toolkit writes goes to a temporary file in the destination folder and is renamed
 into place, so a process killed at any instant leaves either the old or the new version of the
-file, never a torn one (DESIGN.md, "Files on disk").
+file, never a torn one (the README's "Files").
 
 Temporary files are hidden and end in ``.tmp`` (``.last.pt.HOST-PID.XXXX.tmp``), so nothing that
 looks for real outputs can mistake one for a checkpoint or a table; those left behind by a killed

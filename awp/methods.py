@@ -65,9 +65,6 @@ class Method:
         """The outer training loss (the quantity AWP's ascent maximizes)."""
         return self.forward(model, x, x_adv, y)["loss"]
 
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **dataclasses.asdict(self)}
-
 
 def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
     """CE(f(x), y) + beta * KL(p(x) || p(x')), the KL summed over classes and averaged over the batch."""

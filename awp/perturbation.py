@@ -86,7 +86,7 @@ class WeightPerturbation:
 class AdversarialWeightPerturbation:
     """Computes AWP's worst-case weight perturbation for a loss; never changes the model.
 
-    Usage (DESIGN.md)::
+    Usage (as in the README)::
 
         awp = AdversarialWeightPerturbation(model, gamma=0.01)
         v = awp.compute(lambda m: method.loss(m, x, x_adv, y))   # model and BN stats unchanged

@@ -8,7 +8,7 @@ A step (Wu et al. 2020, Algorithm 1, official one-step form):
 
 ``fit`` runs epochs of such steps, measures train/val/test clean and robust accuracy at the
 unperturbed weights in eval mode after every epoch (``awp.metrics``), and writes the run folder
-of DESIGN.md: config.json, meta.json, metrics.csv, epoch_NNN.pt, best.pt (best validation robust
+described in the README: config.json, meta.json, metrics.csv, epoch_NNN.pt, best.pt (best validation robust
 accuracy) and last.pt (everything needed to resume bit for bit on CPU).
 """
 from __future__ import annotations

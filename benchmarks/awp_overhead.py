@@ -23,7 +23,6 @@ from common import interleaved  # benchmarks/ is on sys.path when run as a scrip
 from awp.methods import get_method
 from awp.models import build_model
 from awp.perturbation import AdversarialWeightPerturbation
-from awp.train import train_step
 
 
 class OfficialAWP:

@@ -141,7 +141,3 @@ def orthogonalize(directions: Sequence[Direction], keep_norm: bool = True) -> li
         out.append(v)
     return out
 
-
-def direction_norms(direction: Direction) -> dict[str, float]:
-    """||d_l|| per tensor (for reports and checks)."""
-    return {k: float(v.norm()) for k, v in direction.items()}

@@ -1,4 +1,4 @@
-"""Landscape result files (DESIGN.md, "Files on disk"): a tidy table, its settings, its plot, and a
+"""Landscape result files (the README's "Files"): a tidy table, its settings, its plot, and a
 partial table that lets an interrupted run resume.
 
 In ``<out>/<name>/``: ``landscape.csv`` (direction, alpha[, beta], loss, acc), ``landscape.json``
@@ -6,7 +6,7 @@ In ``<out>/<name>/``: ``landscape.csv`` (direction, alpha[, beta], loss, acc), `
 ``landscape.partial.json`` holds the cache key and the rows done so far, rewritten atomically after
 every point. The cache key is the sha256 of the checkpoint's bytes and of every setting that can
 change a number, never the file name (reusing results by file name is the stale-cache fault of
-Li et al.'s tool, REFERENCE §7).
+Li et al.'s loss-landscape tool).
 
 Each file is replaced atomically, but the table and its settings are two files: a run killed
 between writing ``landscape.csv`` and ``landscape.json`` would leave a new table beside the old

@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from awp.attacks import cw_inf, fgsm, margin_loss, pgd, trades_kl
 from awp.errors import UsageError

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from awp.checkpoint import load_checkpoint, load_run, read_checkpoint, save_checkpoint
+from awp.checkpoint import load_checkpoint, load_run, save_checkpoint
 from awp.convert import (OFFICIAL_AWP_NORMALIZATION, export_checkpoint, import_checkpoint,
                          load_foreign_state, load_robustbench)
 from awp.convert import _robustbench

@@ -1,6 +1,5 @@
 """The quick demo end to end, its summary against scipy, and the notebook executed on its outputs."""
 import json
-import os
 from pathlib import Path
 
 import pandas as pd

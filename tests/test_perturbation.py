@@ -1,4 +1,4 @@
-"""AWP (REFERENCE §3) against an independent hand-written reference of the official proxy step."""
+"""AWP (Wu et al. 2020, Algorithm 1, official one-step form) against an independent hand-written reference of the official proxy step."""
 import copy
 
 import pytest

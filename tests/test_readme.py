@@ -1,5 +1,4 @@
 """The README's Python quickstart runs as written."""
-import os
 import re
 from pathlib import Path
 

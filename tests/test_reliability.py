@@ -1,5 +1,5 @@
 """Reliability and safety: interruptions lose nothing, untrusted files cannot run code, every bad
-input gets a clear answer (DESIGN.md, "Files on disk").
+input gets a clear answer (the README's "Files").
 
 - Crash-safe writes: every file goes through :mod:`awp.io` (temporary file in the same folder,
   then ``os.replace``); a process killed at any instant leaves the old or the new file, never a
@@ -36,7 +36,7 @@ import torch
 
 import awp_cli
 from awp import io as aio
-from awp.checkpoint import load_checkpoint, save_checkpoint
+from awp.checkpoint import load_checkpoint
 from awp.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

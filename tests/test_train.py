@@ -1,4 +1,4 @@
-"""Training on digits: learns, writes the run folder of DESIGN.md, resumes bit for bit, fails cleanly."""
+"""Training on digits: learns, writes the run folder described in the README, resumes bit for bit, fails cleanly."""
 import csv
 
 import pytest
