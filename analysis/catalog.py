@@ -28,9 +28,9 @@ import pandas as pd
 
 from awp.errors import UserError
 
-SPLITS = ("train", "test")
+MEASURED_SPLITS = ("train", "test")  # the two splits of the gap
 QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
-METRIC_COLUMNS = [f"{s}_{q}" for s in SPLITS for q in QUANTITIES]
+METRIC_COLUMNS = [f"{s}_{q}" for s in MEASURED_SPLITS for q in QUANTITIES]
 METHOD_NAMES = {"at": "AT", "trades": "TRADES", "mart": "MART", "rst": "RST", "standard": "Standard"}
 COLUMNS = (["run", "label", "method", "awp_gamma", "awp_kind", "epoch", "is_best", "is_last", "file",
             "path", "sha256", "dataset", "arch"] + METRIC_COLUMNS

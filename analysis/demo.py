@@ -87,7 +87,7 @@ def _train(name: str, preset: str, overrides: dict[str, Any], run_dir: str) -> s
     from awp.config import load_preset
     from awp.train import fit
 
-    config = load_preset(preset, {k: str(v) if not isinstance(v, (list, dict)) else v for k, v in overrides.items()})
+    config = load_preset(preset, overrides)
     run = Path(run_dir)
     last = run / "last.pt"
     if last.exists():

@@ -108,11 +108,10 @@ def _train(args: argparse.Namespace) -> int:
     from awp.train import fit
 
     overrides = parse_overrides(args.overrides)
-    for flag, key in (("seed", "seed"), ("device", "device"), ("data_dir", "data_dir")):
-        if getattr(args, flag) is not None:
-            overrides[key] = str(getattr(args, flag))
+    overrides.update({key: getattr(args, key) for key in ("seed", "device", "data_dir")
+                      if getattr(args, key) is not None})  # typed values, checked like the preset's
     if args.download:
-        overrides["download"] = "true"
+        overrides["download"] = True
     config = load_preset(args.preset, overrides)
     _, run = fit(config, args.out, resume=args.resume, progress=not args.quiet,
                  log=lambda message: print(message, file=sys.stderr))

@@ -144,6 +144,14 @@ class AdversarialWeightPerturbation:
                     buffer.copy_(saved)
         return WeightPerturbation(self.model, dict(zip(self.names, v)))
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """What resuming needs besides the model (the perturbation protocol shared with
+        :class:`RandomWeightPerturbation`): nothing, AWP is a function of the weights and the batch."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict` (a no-op for AWP)."""
+
 
 class RandomWeightPerturbation(AdversarialWeightPerturbation):
     """The paper's baseline (Sec. 5, Fig. 4b): a random v of the same relative size per layer.
@@ -164,3 +172,11 @@ class RandomWeightPerturbation(AdversarialWeightPerturbation):
             r = torch.randn(w.shape, generator=self.generator, device=w.device)
             v[name] = r.mul_(self.gamma * w.norm() / (r.norm() + EPS))
         return WeightPerturbation(self.model, v)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The generator's state, so a resumed run draws the same v as an uninterrupted one."""
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"].to("cpu"))
