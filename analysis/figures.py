@@ -32,6 +32,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.catalog import read_metrics, unique_checkpoints  # noqa: E402
 from analysis.correlation import correlate, correlation  # noqa: E402
+from analysis.style import GAP_LABEL, STYLE  # noqa: E402
 from awp.errors import UserError  # noqa: E402
 from awp.io import atomic_savefig, atomic_write_text  # noqa: E402
 from landscape.curve import curve_spread  # noqa: E402
@@ -41,9 +42,6 @@ METHOD_ORDER = ("at", "trades", "mart", "rst")
 # Paired palette: dark shade for the plain method, light shade for its AWP variant.
 PAIRS = {"at": ("#1f78b4", "#a6cee3"), "trades": ("#33a02c", "#b2df8a"), "mart": ("#e31a1c", "#fb9a99"),
          "rst": ("#6a3d9a", "#cab2d6"), "at-es": ("#ff7f00", "#fdbf6f")}
-STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
-         "xtick.labelsize": 7, "ytick.labelsize": 7}
-GAP_LABEL = "robust gap (train − test robust acc., pp)"
 
 
 class FigureSkipped(Exception):
