@@ -29,6 +29,7 @@ import pandas as pd
 
 from analysis.catalog import read_metrics, unique_checkpoints
 from analysis.correlation import correlate, correlation
+from analysis.style import GAP_LABEL, STYLE
 from awp.errors import UserError
 from awp.io import atomic_savefig, atomic_write_text
 from landscape.curve import curve_spread
@@ -38,9 +39,6 @@ METHOD_ORDER = ("at", "trades", "mart", "rst")
 # Paired palette: dark shade for the plain method, light shade for its AWP variant.
 PAIRS = {"at": ("#1f78b4", "#a6cee3"), "trades": ("#33a02c", "#b2df8a"), "mart": ("#e31a1c", "#fb9a99"),
          "rst": ("#6a3d9a", "#cab2d6"), "at-es": ("#ff7f00", "#fdbf6f")}
-STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
-         "xtick.labelsize": 7, "ytick.labelsize": 7}
-GAP_LABEL = "robust gap (train − test robust acc., pp)"
 
 
 def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:

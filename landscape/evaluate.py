@@ -112,6 +112,14 @@ class PointEvaluator:
         return loss_and_correct(self.model, self.batches, self.attack.on(self.model), runtime=self.runtime,
                                 generator=self.runtime.generator(self.attack.seed))
 
+    def inputs(self) -> list[Tensor]:
+        """The inputs of a point, batch by batch, inside :meth:`session`: the clean images
+        ('clean'), the examples crafted at the centre w ('fixed'), or adversarial examples crafted
+        now against the current weights ('adversarial', the attack seeded afresh)."""
+        if self._centre is None:
+            raise RuntimeError("PointEvaluator.inputs needs an active session()")
+        return self._inputs()
+
     def _offset(self, combination: Combination, names: Sequence[str] | None) -> None:
         """Set w = w_centre + sum_i c_i d_i in place on ``names`` (default: every name the
         combination mentions): one copy and one add per direction, no temporary tensors. The
@@ -173,6 +181,18 @@ class PointEvaluator:
         finally:
             self._restore()
             self._centre = None
+
+
+@contextlib.contextmanager
+def fixed_batches(model: nn.Module, data: Any, attack: AttackSpec | None = None, *, batch_size: int = 256,
+                  runtime: Runtime | None = None) -> Iterator[Batches]:
+    """[(inputs, labels), ...] on the device, held fixed while the block runs with the model in eval
+    mode: the clean images when ``attack`` is None, else adversarial examples crafted once at w
+    (seeded with ``attack.seed``, as every point of a landscape). Flags restored on exit."""
+    evaluator = PointEvaluator(model, data, loss="clean" if attack is None else "fixed", attack=attack,
+                               batch_size=batch_size, runtime=runtime)
+    with evaluator.session():
+        yield [(x_in, yb) for x_in, (_, yb) in zip(evaluator.inputs(), evaluator.batches)]
 
 
 def run_points(evaluator: PointEvaluator, points: Sequence[tuple[dict[str, Any], Combination]],

@@ -100,23 +100,24 @@ def worst_case_sharpness(model: nn.Module, data: Any, xi: float, attack: AttackS
     xi = _check_xi(xi)
     evaluator = PointEvaluator(model, data, loss="adversarial", attack=attack, batch_size=batch_size,
                                runtime=runtime)
-    with evaluator.session():
-        centre = evaluator.sums()
-        x_adv = evaluator._adversarial()
 
     def objective(m: nn.Module) -> torch.Tensor:
         # AWP.compute puts the model in train mode; the landscape is measured in eval mode, so
         # the ascent uses eval mode too (BN with the centre's running statistics).
         with model_mode(m, "eval"), evaluator.runtime.autocast():
-            total = sum(F.cross_entropy(m(xa).float(), yb, reduction="sum")
+            total = sum(F.cross_entropy(m(xa).float(), yb, reduction="sum").double()
                         for xa, (_, yb) in zip(x_adv, evaluator.batches))
         return total / evaluator.count
 
+    with evaluator.session():
+        x_adv = evaluator.inputs()  # the attack at w, seeded as at every point: rho(w) is their CE
+        with torch.no_grad():
+            centre = objective(model)
     awp = AdversarialWeightPerturbation(model, gamma=xi, steps=steps, step_size=step_size)
     nu = awp.compute(objective)
     with evaluator.session():
         perturbed = evaluator.sums(nu.tensors)
-    return float((perturbed[0] - centre[0]) / evaluator.count)
+    return float(perturbed[0] / evaluator.count - centre)
 
 
 def average_sharpness(model: nn.Module, data: Any, xi: float, attack: AttackSpec, samples: int = 5,
