@@ -118,7 +118,9 @@ class PointEvaluator:
         now against the current weights ('adversarial', the attack seeded afresh)."""
         if self._centre is None:
             raise RuntimeError("PointEvaluator.inputs needs an active session()")
-        return self._inputs()
+        if self.loss == "clean":
+            return [xb for xb, _ in self.batches]
+        return self._fixed if self.loss == "fixed" else self._adversarial()
 
     def _offset(self, combination: Combination, names: Sequence[str] | None) -> None:
         """Set w = w_centre + sum_i c_i d_i in place on ``names`` (default: every name the
