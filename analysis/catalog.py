@@ -35,6 +35,7 @@ METHOD_NAMES = {"at": "AT", "trades": "TRADES", "mart": "MART", "rst": "RST", "s
 COLUMNS = (["run", "label", "method", "awp_gamma", "awp_kind", "epoch", "is_best", "is_last", "file",
             "path", "sha256", "dataset", "arch"] + METRIC_COLUMNS
            + ["gap", "attack", "metrics_source", "sharpness", "curvature", "landscape_dir", "landscape_source"])
+MEASURE_PREFIX = "measure_"  # catalog columns of awp measures' values
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 
 
@@ -131,6 +132,30 @@ def collect_landscapes(landscapes: str | Path | Iterable[str | Path] | None) -> 
     return df.drop(columns="_mtime").reset_index(drop=True)
 
 
+def collect_measures(measures: str | Path | Iterable[str | Path] | None) -> pd.DataFrame:
+    """One row per ``measures.json`` found (any depth, written by ``awp measures``): sha256 and one
+    column per measure value; the most recently written file wins for a checkpoint."""
+    if measures is None:
+        return pd.DataFrame(columns=["sha256"])
+    roots = [Path(measures)] if isinstance(measures, (str, Path)) else [Path(p) for p in measures]
+    rows = []
+    for root in roots:
+        if not root.exists():
+            raise UserError(f"measures folder not found: {root}")
+        for f in ([root] if root.is_file() else sorted(root.rglob("measures.json"))):
+            try:
+                info = json.loads(f.read_text())
+                values = {k: float(v["value"]) if v.get("value") is not None else np.nan
+                          for k, v in info["measures"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # a torn or foreign file: ignore it rather than fail the whole catalog
+            rows.append({"sha256": info.get("checkpoint_sha256"), "_mtime": f.stat().st_mtime, **values})
+    if not rows:
+        return pd.DataFrame(columns=["sha256"])
+    df = pd.DataFrame(rows).sort_values("_mtime").drop_duplicates("sha256", keep="last")
+    return df.drop(columns="_mtime").reset_index(drop=True)
+
+
 # -------------------------------------------------------------------------------------- metrics
 def _has_metrics(metrics: Any) -> bool:
     if not isinstance(metrics, dict):
@@ -189,13 +214,15 @@ def add_labels(df: pd.DataFrame) -> pd.Series:
 
 # ------------------------------------------------------------------------------------- catalog
 def collect_runs(runs: str | Path | Iterable[str | Path], landscapes: str | Path | Iterable[str | Path] | None = None,
-                 *, recompute: bool = False, device: str = "cpu") -> pd.DataFrame:
+                 *, recompute: bool = False, device: str = "cpu",
+                 measures: str | Path | Iterable[str | Path] | None = None) -> pd.DataFrame:
     """Catalog of every checkpoint of ``runs`` (see the module docstring for which files are rows).
 
     ``runs``: a folder holding run folders at any depth (or a run folder itself), or a list of run
     folders. ``landscapes``: folder(s) searched for ``landscape.json``; their flatness scalars are
     joined by checkpoint sha256 (NaN where a checkpoint has none). ``recompute``: measure train/test
     metrics again even when the checkpoint stores them (``metrics_source`` says which were used).
+    ``measures``: folder(s) searched for ``measures.json`` (``awp measures``); one column per measure.
     Columns: :data:`COLUMNS` plus any further flatness scalar found; sorted by run, epoch, is_best.
     """
     folders = find_runs(runs)
@@ -214,6 +241,9 @@ def collect_runs(runs: str | Path | Iterable[str | Path], landscapes: str | Path
         if col not in df:
             df[col] = np.nan
     df["landscape_source"] = np.where(df["landscape_dir"].notna(), df["file"], None)
+    measured = collect_measures(measures)  # prefixed: a measure may share a landscape scalar's name
+    df = df.merge(measured.rename(columns={c: MEASURE_PREFIX + c for c in measured.columns if c != "sha256"}),
+                  on="sha256", how="left")
     _borrow_best_landscape(df, [c for c in lands.columns if c != "sha256"])
 
     df = df.sort_values(["run", "epoch", "is_best", "file"], kind="stable").reset_index(drop=True)
@@ -248,7 +278,7 @@ def _run_rows(folder: Path, name: str, recomputer: "_Recompute", recompute: bool
             "sha256": sha256_file(path), "dataset": payload.get("dataset", config.get("dataset")),
             "arch": payload.get("arch"), "method": payload.get("method", config.get("method", "at")),
             "awp_gamma": float(payload.get("awp_gamma", config.get("awp_gamma", 0.0)) or 0.0),
-            "awp_kind": config.get("awp_kind", "adversarial") or "adversarial",
+            "awp_kind": config.get("awp_kind", "adversarial") or "adversarial", "seed": config.get("seed"),
             "epoch": int(payload.get("epoch", -1)), "is_best": path.name == "best.pt",
             "is_last": path.name == "last.pt", **values, "attack": attack, "metrics_source": source,
             "val_robust_acc": float(val) if isinstance(val, (int, float)) else np.nan,

@@ -27,6 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--out", help="also write the table to this CSV file")
+    p.add_argument("--measures", nargs="+", metavar="DIR",
+                   help="folders of measures.json files (`awp measures`): rank every measure against the gap "
+                        "instead (Kendall/Spearman/Pearson with bootstrap intervals, granulated Kendall tau), "
+                        "writing measure_ranking.csv and fig_measures.png")
+    p.add_argument("--ranking-dir", help="where measure_ranking.csv and fig_measures.png go (default: the first "
+                                         "--measures folder)")
 
     p = subparsers.add_parser(
         "figures", help="regenerate the paper's figures from run folders and landscapes",
@@ -59,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from analysis.catalog import collect_runs, unique_checkpoints
 
     runs = args.runs[0] if len(args.runs) == 1 else args.runs
-    catalog = collect_runs(runs, args.landscapes or args.runs, recompute=args.recompute, device=args.device)
+    catalog = collect_runs(runs, args.landscapes or args.runs, recompute=args.recompute, device=args.device,
+                           measures=getattr(args, "measures", None))
+    if args.command == "correlate" and args.measures:
+        return _rank(catalog, args)
     if args.command == "correlate":
         from analysis.correlation import correlate
 
@@ -92,6 +101,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(made)} files written to {args.out}")
         return 0
     raise UsageError(f"unknown analysis command {args.command!r}")  # pragma: no cover
+
+
+def _rank(catalog, args: argparse.Namespace) -> int:
+    """``awp correlate --measures DIR``: every measure ranked against the gap, table and figure."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from analysis.catalog import MEASURE_PREFIX, unique_checkpoints
+    from analysis.ranking import rank_measures, write_ranking
+
+    columns = [c for c in catalog.columns if c.startswith(MEASURE_PREFIX)]
+    if not columns or catalog[columns].isna().all().all():
+        raise UserError(f"no measures.json of any checkpoint of {' '.join(args.runs)} in {' '.join(args.measures)}; "
+                        f"run `awp measures` on them")
+    table = unique_checkpoints(catalog).rename(columns={c: c[len(MEASURE_PREFIX):] for c in columns})
+    names = [c[len(MEASURE_PREFIX):] for c in columns]
+    ranking = rank_measures(table, names, args.y, n_boot=args.n_boot, ci=args.ci, seed=args.seed,
+                            fixed=[c for c in ("awp_kind", "dataset") if c in table])
+    paths = write_ranking(ranking, Path(args.ranking_dir or args.measures[0]))
+    with pd.option_context("display.width", 200, "display.max_columns", 12, "display.precision", 3):
+        print(ranking[["measure", "n", "kendall", "kendall_lo", "kendall_hi", "spearman", "pearson",
+                       "granulated_tau"]].to_string(index=False))
+    print(f"written: {', '.join(map(str, paths))}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -157,3 +157,13 @@ def plot_measure_ranking(ranking: pd.DataFrame, path: str | Path) -> list[Path]:
         atomic_savefig(fig, paths[1], bbox_inches="tight")
     atomic_write_text(paths[2], table.to_csv(index=False))
     return paths
+
+
+def write_ranking(ranking: pd.DataFrame, folder: str | Path) -> list[Path]:
+    """``measure_ranking.csv`` and ``fig_measures.png`` (+ its PDF and CSV) in ``folder``."""
+    from awp.io import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "measure_ranking.csv", ranking.to_csv(index=False))
+    return [folder / "measure_ranking.csv", *plot_measure_ranking(ranking, folder / "fig_measures.png")]

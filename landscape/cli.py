@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from awp.errors import UsageError, UserError
-from landscape.compute import parse_range
 
 if TYPE_CHECKING:
     from landscape.compute import LandscapeConfig
+    from landscape.measure_run import MeasureConfig
 
 DEFAULT_ALPHAS = "-1:1:21"
 
@@ -33,7 +33,7 @@ def _number(text: str | None, what: str) -> float | None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``awp landscape``."""
+    """Register ``awp landscape`` and ``awp measures``."""
     p = subparsers.add_parser(
         "landscape", help="adversarial weight loss landscape of checkpoints (curves, surfaces, flatness)",
         description="g(alpha) = rho(w + alpha d) along filter-normalized random directions, with PGD "
@@ -52,19 +52,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--normalization", default="filter", choices=["filter", "layer", "none"])
     p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"],
                    help="biases and BN affine: d = 0 (biasbn) or d = w (none, Li et al.)")
-    p.add_argument("--split", default="train", choices=["train", "val", "test"])
-    p.add_argument("--samples", type=int, default=256, help="fixed seeded subset of the split (default 256)")
-    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample subset (default 0)")
     p.add_argument("--loss", default="adversarial", choices=["adversarial", "clean", "fixed"])
-    p.add_argument("--eps", help="attack radius (default: the checkpoint's training eps); fractions like 8/255 work")
-    p.add_argument("--step-size", help="attack step (default eps/4)")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--radius", type=float, default=0.5, help="|alpha| of the sharpness scalar (default 0.5)")
     p.add_argument("--xi", type=float, default=0.0,
                    help="also compute worst-case and average-case sharpness (Stutz et al. 2021) within "
                         "||nu_l|| <= xi ||w_l|| per layer, e.g. 0.01 (default 0: off)")
     p.add_argument("--xi-steps", type=int, default=5, help="projected ascent steps of worst-case sharpness (default 5)")
     p.add_argument("--xi-samples", type=int, default=5, help="random draws of average-case sharpness (default 5)")
+    _sample_and_run_flags(p)
+
+    m = subparsers.add_parser(
+        "measures", help="flatness and baseline measures of checkpoints (one measures.json each)",
+        description="Measures that may predict the robust generalization gap (landscape.measures: sharpness, "
+                    "Stutz et al. flatness, AWP sharpness, Hessian eigenvalue/trace, PAC-Bayes flatness, "
+                    "Kim et al. baselines) on a fixed seeded subset, cached and resumable.")
+    m.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    m.add_argument("--out", required=True, help="output folder (one subfolder with measures.json per checkpoint)")
+    m.add_argument("--measures", default="all", help="'all' or a comma list of names (see landscape.measures)")
+    m.add_argument("--seed", type=int, default=0, help="the attack's seed (default 0)")
+    m.add_argument("--clean", action="store_true", help="the clean loss instead of the adversarial one")
+    m.add_argument("--set", action="append", default=[], metavar="MEASURE.KEY=VALUE",
+                   help="a measure's setting, e.g. pac_bayes_sharpness.draws=3 (repeatable)")
+    _sample_and_run_flags(m)
+
+
+def _sample_and_run_flags(p: argparse.ArgumentParser) -> None:
+    """The flags ``awp landscape`` and ``awp measures`` share: samples, attack, device, loading."""
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--samples", type=int, default=256, help="fixed seeded subset of the split (default 256)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample subset (default 0)")
+    p.add_argument("--eps", help="attack radius (default: the checkpoint's training eps); fractions like 8/255 work")
+    p.add_argument("--step-size", help="attack step (default eps/4)")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="autocast precision of the attacks and forwards (default fp32)")
@@ -93,6 +112,8 @@ def config_from_args(args: argparse.Namespace) -> "LandscapeConfig":
 
 
 def _config(LandscapeConfig, args: argparse.Namespace) -> "LandscapeConfig":
+    from landscape.compute import parse_range
+
     return LandscapeConfig(
         directions=args.directions, seed=args.seed, alphas=tuple(parse_range(args.alphas)),
         betas=tuple(parse_range(args.betas, "--betas")) if args.betas else None, surface=args.grid2d,
@@ -123,6 +144,11 @@ def _check_paths(paths: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``awp landscape`` or ``awp measures``."""
+    return _measures(args) if args.command == "measures" else _landscape(args)
+
+
+def _landscape(args: argparse.Namespace) -> int:
     """Compute, save and plot the landscape of every checkpoint (:func:`landscape.compute_landscape`)."""
     from awp import distributed
     from awp.runtime import resolve_device
@@ -158,3 +184,53 @@ def _summary(info: dict) -> str:
              if flat.get("sharpness") is not None else "")
     return (f"{info['points_computed']} points computed, {info['points_reused']} reused{extra} "
             f"({used['loss']} loss, {used['attack']['name']}, {used['samples']} {used['split']} images)")
+
+
+def measure_config_from_args(args: argparse.Namespace) -> "MeasureConfig":
+    """The :class:`landscape.measure_run.MeasureConfig` the flags describe (checked there)."""
+    from awp.config import parse_number
+    from landscape.measure_run import MeasureConfig
+
+    names = () if args.measures.strip() == "all" else tuple(n.strip() for n in args.measures.split(",") if n.strip())
+    if not names and args.measures.strip() != "all":
+        raise UsageError("--measures needs 'all' or at least one measure name")
+    settings: dict[str, dict] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        name, dot, setting = key.partition(".")
+        if not sep or not dot or not name or not setting:
+            raise UsageError(f"--set expects MEASURE.KEY=VALUE, got {item!r}")
+        try:
+            number = parse_number(value)
+            settings.setdefault(name, {})[setting] = int(number) if number.is_integer() and "." not in value else number
+        except ValueError:
+            settings.setdefault(name, {})[setting] = value
+    return MeasureConfig(measures=names, split=args.split, samples=args.samples, sample_seed=args.sample_seed,
+                         eps=_number(args.eps, "--eps"), step_size=_number(args.step_size, "--step-size"),
+                         steps=args.steps, seed=args.seed, clean=args.clean, batch_size=args.batch_size,
+                         precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+                         settings=settings)
+
+
+def _measures(args: argparse.Namespace) -> int:
+    """Compute and save the measures of every checkpoint (:func:`landscape.measure_run.compute_measures`)."""
+    from awp import distributed
+    from awp.runtime import resolve_device
+    from landscape.measure_run import compute_measures
+
+    config = measure_config_from_args(args)
+    paths = [Path(p) for p in args.checkpoints]
+    _check_paths(paths)
+    out = Path(args.out)
+    say = (lambda message: print(message, file=sys.stderr)) if not args.quiet and distributed.is_main() else None
+    with distributed.session(resolve_device(args.device)):
+        for path, name in zip(paths, _names(paths)):
+            result = compute_measures(path, config, out / name, device=args.device, data_dir=args.data_dir,
+                                      log=say, dataset=args.dataset, threat=args.threat, model_dir=args.model_dir)
+            if say is not None:
+                say(f"{path}: {result.info['measures_computed']} computed, {result.info['measures_reused']} reused "
+                    f"-> {result.path}")
+        if distributed.is_main():
+            print(f"measures saved in {out}")
+        distributed.barrier()
+    return 0

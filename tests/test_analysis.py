@@ -255,3 +255,45 @@ def test_parser_registers_analysis_commands():
     parser, owners = awp_cli.build_parser()
     assert owners["correlate"].__name__ == "analysis.cli"
     assert owners["figures"].__name__ == "analysis.cli"
+
+
+def test_measures_cli_then_ranking_against_the_gap(runs, tmp_path, capsys):
+    """`awp measures` on every checkpoint, then `awp correlate --measures`: the ranking equals scipy on
+    the catalog's columns, and a second `awp measures` computes nothing."""
+    import scipy.stats
+
+    from analysis.catalog import collect_runs, unique_checkpoints
+
+    ckpts = sorted(str(p) for p in (runs / "runs").rglob("epoch_*.pt"))
+    argv = ["measures", *ckpts, "--out", str(tmp_path / "m"), "--measures", "weight_norm,logit_margin,awp_sharpness",
+            "--samples", "16", "--steps", "1", "--quiet"]
+    assert awp_cli.main(argv) == 0
+    files = sorted((tmp_path / "m").rglob("measures.json"))
+    assert len(files) == len(ckpts)
+    info = json.loads(files[0].read_text())
+    assert info["complete"] and info["measures_computed"] == 3 and info["attack"]["steps"] == 1
+    assert awp_cli.main(argv) == 0
+    assert json.loads(files[0].read_text())["measures_reused"] == 3
+    capsys.readouterr()
+    assert awp_cli.main(["correlate", "--runs", str(runs / "runs"), "--landscapes", str(runs / "landscapes"),
+                         "--measures", str(tmp_path / "m"), "--n-boot", "50"]) == 0
+    ranking = pd.read_csv(tmp_path / "m" / "measure_ranking.csv")
+    assert set(ranking["measure"]) == {"weight_norm", "logit_margin", "awp_sharpness"}
+    assert (tmp_path / "m" / "fig_measures.png").stat().st_size > 0
+    table = unique_checkpoints(collect_runs(runs / "runs", measures=tmp_path / "m"))
+    for row in ranking.itertuples():
+        expected = scipy.stats.kendalltau(table[f"measure_{row.measure}"], table["gap"])[0]
+        assert row.kendall == pytest.approx(expected, nan_ok=True)
+
+
+def test_measures_bad_input_is_one_line(runs, tmp_path, capsys):
+    ckpt = str(sorted((runs / "runs").rglob("epoch_*.pt"))[0])
+    for extra, needle in ((["--measures", "nope"], "unknown measure"),
+                          (["--measures", "awp_sharpness", "--clean"], "needs an attack"),
+                          (["--set", "weight_norm"], "MEASURE.KEY=VALUE")):
+        assert awp_cli.main(["measures", ckpt, "--out", str(tmp_path / "m"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "m").exists()
+    assert awp_cli.main(["correlate", "--runs", str(runs / "runs"), "--measures", str(tmp_path / "none")]) == 1
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""The measures of one checkpoint as one library call, cached and resumable like a landscape.
+
+``compute_measures(checkpoint_or_run, MeasureConfig(...), out)`` computes the measures of
+:mod:`landscape.measures` on the same fixed seeded subset of a split and under the same attack as
+:func:`landscape.compute_landscape` (the checkpoint's threat model unless the config says
+otherwise), and writes ``out/measures.json``: every value with the settings that produced it and
+its cache key (checkpoint sha256 + measure + settings + attack + samples + precision). The file is
+rewritten after every measure, so an interrupted call resumes with the measures still missing, and
+a second call with the same settings computes nothing. Under torchrun the measures are split across
+the group (each rank computes whole measures; rank 0 writes).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from awp import distributed
+from awp.checkpoint import Run, load_run
+from awp.data import SPLITS
+from awp.errors import UsageError
+from awp.io import atomic_write_json
+from awp.runtime import resolve_runtime
+from landscape import io as lio
+from landscape.compute import landscape_attack, landscape_samples
+from landscape.evaluate import shard
+from landscape.measures import MEASURES, get_measure, measure
+
+FILE = "measures.json"
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Which measures, on which samples, under which attack; checked on construction.
+
+    ``measures``: names from :data:`landscape.measures.MEASURES` (empty: all of them). ``clean``:
+    measure on the clean loss (attack None) where a measure allows it. ``eps`` / ``step_size`` None:
+    the checkpoint's training eps and eps/4. ``settings``: per-measure overrides of its defaults,
+    e.g. ``{"pac_bayes_sharpness": {"draws": 3}}``.
+    """
+
+    measures: tuple[str, ...] = ()
+    split: str = "train"
+    samples: int = 256
+    sample_seed: int = 0
+    eps: float | None = None
+    step_size: float | None = None
+    steps: int = 10
+    seed: int = 0
+    clean: bool = False
+    batch_size: int = 256
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "measures", tuple(self.measures) or tuple(MEASURES))
+        for name in (*self.measures, *self.settings):
+            get_measure(name)  # an unknown name: one line
+        for name, overrides in self.settings.items():
+            get_measure(name).settings(**overrides)  # an unknown setting: one line
+        if self.clean:
+            needing = [n for n in self.measures if get_measure(n).needs_attack]
+            if needing:
+                raise UsageError(f"measure {needing[0]!r} needs an attack; drop it or measure on the "
+                                 "adversarial loss (clean=False)")
+        checks = [(self.samples >= 1, f"samples must be >= 1, got {self.samples}"),
+                  (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+                  (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+                  (self.eps is None or 0 <= self.eps <= 1, f"eps is in [0, 1] pixel units, got {self.eps}"),
+                  (self.split in SPLITS, f"unknown split {self.split!r}; choose from: {', '.join(SPLITS)}")]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+
+@dataclass
+class MeasuresResult:
+    """``values`` (measure -> float), ``info`` (what ``measures.json`` holds) and ``path`` (None in memory)."""
+
+    values: dict[str, float]
+    info: dict[str, Any]
+    path: Path | None = None
+
+
+def _previous(path: Path | None) -> dict[str, Any]:
+    """The entries of an earlier measures.json (nothing when absent, torn or foreign)."""
+    if path is None:
+        return {}
+    try:
+        info = json.loads(path.read_text())
+        return dict(info.get("measures") or {}) if isinstance(info, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _one(name: str, run: Run, config: MeasureConfig, data: tuple, attack: Any, runtime: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    settings = get_measure(name).settings(**config.settings.get(name, {}))
+    value = measure(name, run.model, data, attack, runtime=runtime, **settings)
+    return {"value": value, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def compute_measures(checkpoint: str | Path | Run, config: MeasureConfig | None = None,
+                     out: str | Path | None = None, *, device: str | torch.device = "auto",
+                     data_dir: str | None = None, log: Any = None, **load: Any) -> MeasuresResult:
+    """The measures of a checkpoint: compute the missing ones, reuse the cached ones, save.
+
+    ``checkpoint``: a path, ``'robustbench:NAME'`` (``load`` passes ``dataset``, ``threat``,
+    ``model_dir``) or a :class:`~awp.checkpoint.Run`. ``out``: the folder of ``measures.json``
+    (None: in memory). ``log(message)`` is told about each measure. The model is left bit-identical.
+    """
+    config = MeasureConfig() if config is None else config
+    runtime = distributed.localize(resolve_runtime(device, config.precision, config.channels_last, config.compile))
+    run = checkpoint if isinstance(checkpoint, Run) else load_run(checkpoint, runtime.device, data_dir=data_dir,
+                                                                  **load)
+    run.model = runtime.prepare_model(run.model)
+    data = landscape_samples(run, config)
+    attack = None if config.clean else landscape_attack(run, config)
+    common = {"attack": None if attack is None else attack.describe(), "split": config.split,
+              "samples": len(data[0]), "sample_seed": config.sample_seed, "batch_size": config.batch_size,
+              "device_type": runtime.device.type, "precision": runtime.precision}
+    keys = {n: lio.cache_key(run.sha256, {"measure": n, **common,
+                                          "settings": get_measure(n).settings(**config.settings.get(n, {}))})
+            for n in config.measures}
+    path = None if out is None else Path(out) / FILE
+    entries = {n: {**e, "computed": False} for n, e in _previous(path).items()
+               if isinstance(e, dict) and e.get("cache_key") == keys.get(n)}
+    todo = [n for n in config.measures if n not in entries]
+    world = distributed.world() if distributed.initialized() else 1
+    mine = shard(todo, distributed.rank(), world) if world > 1 else todo
+    for r in range(-(-len(todo) // world)):
+        done = {mine[r]: _one(mine[r], run, config, data, attack, runtime)} if r < len(mine) else {}
+        for got in distributed.all_gather_objects(done):
+            for name, entry in got.items():
+                entries[name] = {**entry, "cache_key": keys[name], "computed": True,
+                                 "settings": get_measure(name).settings(**config.settings.get(name, {}))}
+                if log is not None:
+                    log(f"{name} = {entry['value']:.6g} ({entry['seconds']:.1f} s)")
+        if path is not None and distributed.is_main():
+            atomic_write_json(path, _info(run, common, entries, config, complete=False))
+    info = _info(run, common, entries, config, complete=True)
+    if path is not None and distributed.is_main():
+        atomic_write_json(path, info)
+    values = {n: float(entries[n]["value"]) for n in config.measures}
+    return MeasuresResult(values=values, info=info, path=path)
+
+
+def _info(run: Run, common: dict[str, Any], entries: dict[str, Any], config: MeasureConfig,
+          complete: bool) -> dict[str, Any]:
+    meta = run.meta
+    ordered = {n: entries[n] for n in config.measures if n in entries}
+    return {"checkpoint": run.source, "checkpoint_sha256": run.sha256, "arch": meta.get("arch"),
+            "dataset": meta.get("dataset"), "method": meta.get("method"), "awp_gamma": meta.get("awp_gamma"),
+            "epoch": meta.get("epoch"), **common, "complete": complete,
+            "measures_computed": sum(1 for e in ordered.values() if e.get("computed")),
+            "measures_reused": sum(1 for e in ordered.values() if not e.get("computed")),
+            "measures": ordered}
