@@ -19,8 +19,9 @@ stays one batch's graph. The sum is weighted by batch size, so H does not depend
 - :func:`hutchinson_trace`: tr H = E[v^T H v] for Rademacher v (Hutchinson 1989), the mean of
   ``samples`` draws; the variance of one draw is 2 (||H||_F^2 - sum_i H_ii^2).
 
-Products run without autocast, in the parameters' dtype (bf16 second derivatives are too coarse).
-A model wrapped by ``torch.compile`` cannot take double backward: pass the plain module.
+Products run without autocast, in the parameters' dtype (bf16 second derivatives are too coarse),
+on the plain module (:func:`awp.weights.unwrap`): ``torch.compile`` cannot take double backward,
+and DistributedDataParallel's gradient hooks must not fire.
 """
 from __future__ import annotations
 
@@ -47,19 +48,19 @@ def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
 class HessianOperator:
     """v -> H v for the mean cross-entropy over fixed batches, w.r.t. the model's weights.
 
-    ``batches``: (inputs, labels) pairs already on the device. The model is used as it is (the
-    caller puts it in eval mode); nothing is written to ``.grad``. ``params`` lists the tensors
-    v ranges over: the weights that take part in the forward pass (an unused weight has a zero
-    Hessian row and is left out).
+    ``batches``: (inputs, labels) pairs already on the device. The model (unwrapped) is used in the
+    mode it is in (the caller puts it in eval mode); nothing is written to ``.grad``. ``params``
+    lists the tensors v ranges over: the weights that take part in the forward pass (an unused
+    weight has a zero Hessian row and is left out).
     """
 
     def __init__(self, model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]):
-        self.model = model
+        self.model = unwrap(model)
         self.batches = list(batches)
         self.count = sum(len(y) for _, y in self.batches)
         if self.count == 0:
             raise UsageError("no samples to compute the Hessian on")
-        weights = named_weights(unwrap(model))
+        weights = named_weights(self.model)
         if not weights:
             raise UsageError("the model has no conv or linear weight to take the Hessian over")
         frozen = [name for name, p in weights if not p.requires_grad]

@@ -24,10 +24,12 @@ Scale invariance (``Measure.scale_invariant``): rescaling a conv layer that feed
 c > 0 (with the BN statistics rescaled to match, so f is unchanged) leaves a measure unchanged
 when it depends on the function and on weight perturbations relative to each layer's norm only:
 every measure above except the two Hessian measures (the Hessian block of that layer scales by
-1/c^2) and ``weight_norm`` (scales by c^2 on that layer).
+1/c^2) and ``weight_norm`` (scales by c^2 on that layer). This holds at the default settings
+(``normalization='none'`` directions are not relative) and, for ``pac_bayes_sharpness``, up to
+its absolute noise floor eps = 1e-3.
 
 Costs are in training forward+backward passes over the samples; S is the number of attack steps
-(one attack costs S forward+backward passes to the input plus one forward), 1 with no attack.
+(one attack costs S forward+backward passes to the input plus one forward; S = 0 with no attack).
 """
 from __future__ import annotations
 

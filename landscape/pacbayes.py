@@ -24,7 +24,9 @@ sharper). Choices, and where they differ from the references:
   sigma_max / 2^depth drops the accuracy too much, sigma* is reported as that resolution, so
   the measure is then a lower bound;
 - accuracy is robust accuracy with the attack re-run at every w + u (clean when attack is None),
-  and drop = acc(w) - mean_k acc(w + u_k), signed (noise that helps is no drop).
+  and drop = acc(w) - mean_k acc(w + u_k), signed (noise that helps is no drop). When acc(w) is at
+  most ``max_drop`` no noise can lower it that much, and sigma* is the ceiling
+  sigma_max (1 - 2^-depth): the measure says nothing about a model with (robust) accuracy that low.
 
 Scale invariance: rescaling a weight tensor by c scales its noise by c (up to the eps floor), so
 a conv layer followed by BatchNorm can be rescaled without changing sigma*.

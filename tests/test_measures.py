@@ -185,6 +185,26 @@ def test_hessian_vector_product_matches_the_dense_hessian(tiny64):
         torch.testing.assert_close(got, h @ v, rtol=1e-10, atol=1e-12)
 
 
+class _WithUnused(torch.nn.Module):
+    """A wrapper holding a weight the forward pass never uses (like TRADES' WRN ``sub_block1``)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.unused = torch.nn.Linear(3, 3).double()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_unused_weights_are_left_out(tiny64):
+    model, x, y = tiny64
+    wrapped = _WithUnused(model).eval()
+    op = HessianOperator(wrapped, [(x, y)])
+    assert op.names == ["net." + n for n, _ in named_weights(model)]
+    assert measure("hessian_trace", wrapped, (x, y), samples=3) == measure("hessian_trace", model, (x, y), samples=3)
+
+
 def test_top_eigenvalue_matches_the_dense_hessian(tiny64):
     model, x, y = tiny64
     eig = torch.linalg.eigvalsh(_dense_hessian(model, x, y))
