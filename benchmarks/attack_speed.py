@@ -28,7 +28,7 @@ from importlib import metadata
 import torch
 import torch.nn.functional as F
 
-from common import interleaved  # benchmarks/ is on sys.path when run as a script
+from benchmarks.common import interleaved
 from awp.attacks import pgd
 from awp.models import build_model
 

@@ -5,7 +5,7 @@ The official code (csdongxian/AWP, utils_awp.AdvWeightPerturb) copies the model'
 a proxy model at every step, takes an SGD step on the proxy and rebuilds v from the difference;
 ours takes the gradient on the model itself with torch.autograd.grad. Every variant is timed in
 the same run, interleaved round by round, and reported as medians and ratios, because this
-machine's timings drift. Usage: python benchmarks/awp_overhead.py [--model preactresnet18]
+machine's timings drift. Usage: PYTHONPATH=. python benchmarks/awp_overhead.py [--model preactresnet18]
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
-from common import interleaved  # benchmarks/ is on sys.path when run as a script
+from benchmarks.common import interleaved
 
 from awp.methods import get_method
 from awp.models import build_model

@@ -37,7 +37,7 @@ import numpy
 import torch
 import torch.nn.functional as F
 
-from common import interleaved  # benchmarks/ is on sys.path when run as a script
+from benchmarks.common import interleaved
 from awp.attacks import pgd
 from awp.data import build_dataset
 from awp.metrics import AttackSpec

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import interleaved  # benchmarks/ is on sys.path when run as a script
+from benchmarks.common import interleaved
 from awp.methods import get_method
 from awp.models import build_model
 from awp.perturbation import AdversarialWeightPerturbation
@@ -49,7 +49,8 @@ AWP_EPS = 1e-20
 
 
 # ------------------------------------------------------------------------------------------------
-# The original code paths (CUDA calls removed; the models hold their own identity normalization).
+# The original code paths (their .cuda() calls replaced by the device of the batch; the models
+# hold their own identity normalization). benchmarks/gpu.py times them on a GPU.
 
 
 def clamp(x, lower, upper):
@@ -58,7 +59,7 @@ def clamp(x, lower, upper):
 
 def rice_attack_pgd(model, X, y, epsilon, alpha, attack_iters, restarts=1):
     """locuslab/robust_overfitting ``attack_pgd`` (Linf, no early stop, no mixup), as in AWP's AT code."""
-    max_loss = torch.zeros(y.shape[0])
+    max_loss = torch.zeros(y.shape[0], device=y.device)
     max_delta = torch.zeros_like(X)
     for _ in range(restarts):
         delta = torch.zeros_like(X)
@@ -166,7 +167,7 @@ def trades_loss_original(model, x_natural, y, optimizer, step_size, epsilon, per
     criterion_kl = nn.KLDivLoss(reduction="sum")  # size_average=False in the original
     model.eval()
     batch_size = len(x_natural)
-    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape).detach()
+    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape, device=x_natural.device).detach()
     for _ in range(perturb_steps):
         x_adv.requires_grad_()
         with torch.enable_grad():
@@ -197,7 +198,7 @@ def original_trades_step(model, opt, X, y):
 def perturb_input(model, x_natural, step_size, epsilon, perturb_steps):
     """csdongxian/AWP ``train_trades_cifar10.py`` ``perturb_input`` (Linf)."""
     model.eval()
-    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape).detach()
+    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape, device=x_natural.device).detach()
     for _ in range(perturb_steps):
         x_adv.requires_grad_()
         with torch.enable_grad():
