@@ -280,3 +280,120 @@ def test_bn_sequence_must_belong_to_the_method():
     with pytest.raises(UsageError, match="unknown bn_sequence"):
         load_preset("cifar10-at", {"bn_sequence": "official"})
     assert load_preset("cifar10-trades", {"bn_sequence": "official-trades-awp"}).bn_sequence == "official-trades-awp"
+
+
+# ------------------------------------------------------------------ the card is what training does
+
+
+def _recorded_fit(monkeypatch, tmp_path, preset, overrides):
+    """Run ``fit`` with the training step replaced by a recorder of (lr, batch size) per step."""
+    import torch
+
+    import awp.train
+    from awp.train import fit
+
+    steps = []
+
+    def record(model, optimizer, method, x, y, awp=None, **kwargs):
+        steps.append((optimizer.param_groups[0]["lr"], len(y)))
+        zero = torch.zeros(())
+        return {"loss": zero, "adv_acc": zero, "awp": zero}
+
+    monkeypatch.setattr(awp.train, "train_step", record)
+    config = load_preset(preset, {"eval_steps": 1, "eval_train_samples": 8, "eval_test_samples": 8, **overrides})
+    fit(config, None, progress=False)
+    return steps
+
+
+@pytest.mark.parametrize("preset, overrides", [
+    ("digits-at", {"epochs": 4}),                                      # per iteration, milestones 0.5, 0.75
+    ("digits-at", {"epochs": 5, "lr_update": "epoch", "lr_milestones": [0.4, 0.8], "batch_size": 100}),
+    ("digits-trades", {"epochs": 3, "schedule": "cosine", "lr_update": "epoch", "val_size": 0, "train_subset": None}),
+    ("digits-rst", {"epochs": 3}),                                     # epoch_images 600: 5 batches of 128
+    ("digits-rst", {"epochs": 2, "epoch_images": 256, "unsup_fraction": 0.25}),
+])
+def test_training_runs_the_cards_epochs_and_learning_rates(monkeypatch, tmp_path, preset, overrides):
+    from awp.data import ImageSet, build_dataset, save_unlabeled_npz
+
+    if "rst" in preset:
+        import torch
+
+        pool = ImageSet(torch.rand(50, 1, 8, 8), torch.randint(0, 10, (50,)))
+        save_unlabeled_npz(tmp_path / "pool.npz", pool)
+        overrides = {**overrides, "unlabeled": str(tmp_path / "pool.npz")}
+    card = recipe_card(preset, overrides)
+    steps = _recorded_fit(monkeypatch, tmp_path, preset, overrides)
+    n = card["iterations_per_epoch"]
+    assert len(steps) == card["total_iterations"] == n * card["epochs"]
+    assert [lr for lr, _ in steps[::n]] == pytest.approx(card["lr_by_epoch"], rel=1e-12)
+    config = load_preset(preset, overrides)
+    data = build_dataset(config.dataset, val_size=config.val_size, train_subset=config.train_subset)
+    assert (card["train_size"], card["val_size"]) == (len(data.train), len(data.val) if data.val else 0)
+    if "rst" in preset:
+        assert {size for _, size in steps} == {config.batch_size}
+        assert n == math.ceil(config.epoch_images / config.batch_size)  # Carmon et al.'s definition
+
+
+def test_per_iteration_schedule_drops_inside_the_epoch_like_the_at_scripts():
+    """AWP train_cifar10.py:321 sets the lr from epoch + (i + 1) / len before step i: the last
+    step of the epoch that completes 50% of training already runs at lr / 10."""
+    from awp.schedule import lr_at
+
+    config = load_preset("cifar10-at", {"val_size": 0})
+    assert lr_at(config, 99, 389, 391) == 0.1 and lr_at(config, 99, 390, 391) == pytest.approx(0.01)
+    # TRADES (train_trades_cifar10.py:140, 155-157): the whole 1-based epoch 75 at 0.01, all of 74 at 0.1.
+    epoch_wise = load_preset("cifar10-trades", {"val_size": 0})
+    assert [lr_at(epoch_wise, 74, i, 391) for i in (0, 200, 390)] == pytest.approx([0.01] * 3)
+    assert [lr_at(epoch_wise, 73, i, 391) for i in (0, 390)] == [0.1, 0.1]
+
+
+# ------------------------------------------------------------------ CIFAR files end to end
+
+
+def test_cifar_presets_train_end_to_end_on_real_format_files(tmp_path, monkeypatch):
+    import csv
+
+    import numpy as np
+
+    from awp.evaluate import evaluate_checkpoint
+    from awp.train import fit
+    from test_data import _write_cifar
+
+    _write_cifar(tmp_path / "c100", monkeypatch, kind="cifar100", rng=np.random.default_rng(0))
+    # The presets' data pipeline, method, BN sequence, AWP and schedule; a small CNN keeps it fast.
+    small = {"val_size": 2, "batch_size": 4, "epochs": 2, "attack_steps": 2, "eval_steps": 1,
+             "eval_train_samples": 4, "save_every": 1, "model": "smallcnn"}
+    # CIFAR-100 AT-AWP: zero-padded crop, flip, rotation; the official 13-forward BN sequence; AWP.
+    config = load_preset("cifar100-at-awp", {"data_dir": str(tmp_path / "c100"), **small})
+    _, run = fit(config, tmp_path / "run-c100", progress=False)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == 2 and rows[-1]["attack"] == f"pgd1-linf eps={8 / 255:.4g} step={2 / 255:.4g} eval-mode"
+    assert (run / "best.pt").exists() and all(np.isfinite(float(r["train_batch_loss"])) for r in rows)
+
+    _write_cifar(tmp_path / "c10", monkeypatch, kind="cifar10", rng=np.random.default_rng(1))
+    # TRADES trains at 0.031; its per-epoch metrics and `awp eval` use the paper's 8/255, step 2/255.
+    config = load_preset("cifar10-trades", {"data_dir": str(tmp_path / "c10"),
+                                            **small, "epochs": 1, "val_size": 0, "select_on": "test"})
+    _, run = fit(config, tmp_path / "run-c10", progress=False)
+    assert list(csv.DictReader(open(run / "metrics.csv")))[0]["attack"].startswith(f"pgd1-linf eps={8 / 255:.4g} ")
+    result = evaluate_checkpoint(run / "best.pt", attacks=["natural", "pgd20"], data_dir=str(tmp_path / "c10"))
+    assert result["eps"] == pytest.approx(8 / 255) and "the AWP paper's cifar10 evaluation" in result["threat"]
+    assert "step=0.007843 (2/255)" in result["results"]["pgd20"]["attack"]
+    given = evaluate_checkpoint(run / "best.pt", attacks=["pgd20"], eps=0.031, data_dir=str(tmp_path / "c10"))
+    assert given["eps"] == 0.031 and f"step={0.031 / 4:.4g}" in given["results"]["pgd20"]["attack"]
+
+
+def test_eval_threat_per_data_set():
+    from awp.threat import eval_threat
+
+    # AWP auto_attacks/eval.py:56 (8/255 for every Linf row); PGD-20 step = the AT scripts' pgd_alpha:
+    # 2/255 (train_cifar10.py:146, train_cifar100.py:126), 1/255 (train_svhn.py:121).
+    for dataset, step in (("cifar10", 2 / 255), ("cifar100", 2 / 255), ("svhn", 1 / 255)):
+        for train_eps in (0.031, 8 / 255, 4 / 255):
+            t = eval_threat(dataset, "linf", train_eps)
+            assert (t.eps, t.step_size) == pytest.approx((8 / 255, step), rel=1e-12)
+        assert eval_threat(dataset, "linf", 0.031, eps=16 / 255).step_size == pytest.approx(2 * step)
+    digits = eval_threat("digits", "linf", 0.2)
+    assert (digits.eps, digits.step_size) == (0.2, 0.05)
+    l2 = eval_threat("cifar10", "l2", 0.5)
+    assert (l2.eps, l2.step_size) == (0.5, 0.125)
