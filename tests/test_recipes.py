@@ -397,3 +397,24 @@ def test_eval_threat_per_data_set():
     assert (digits.eps, digits.step_size) == (0.2, 0.05)
     l2 = eval_threat("cifar10", "l2", 0.5)
     assert (l2.eps, l2.step_size) == (0.5, 0.125)
+
+
+def test_readme_recipe_table_matches_the_cards():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text.split("## Recipes: the paper's rows", 1)[1].split("\n\n| setting |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    seen = set()
+    for setting, paper, protocol, schedule, command in rows:
+        name = re.search(r"--preset (\S+)", command).group(1)
+        seen.add(name)
+        card = _card(name, val_size=0, select_on="test")
+        epochs, iterations, update = re.fullmatch(r"(\d+) x (\d+), per (iteration|epoch)", schedule).groups()
+        assert (int(epochs), int(iterations), update) == (card["epochs"], card["iterations_per_epoch"],
+                                                          card["lr_update"]), name
+        at_script = "AT_AWP/" in card["source"]
+        assert ("select_on=test" in protocol) == at_script and ("val_size=0" in protocol), name
+        assert ("reconstruction" in setting) == ("note" in card), name
+    assert seen == set(OFFICIAL)
