@@ -35,7 +35,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from awp.augment import Augmentation, augment_batch
 from awp.errors import UserError, require
