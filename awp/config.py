@@ -35,6 +35,9 @@ class TrainConfig:
     split_seed: int = 0                     # seed of the train/val/subset split (fixed across runs)
     unlabeled: Optional[str] = None         # RST: pseudo-labeled .npz or Carmon et al. pickle
     unsup_fraction: float = 0.5             # RST: fraction of each batch drawn from the unlabeled data
+    epoch_images: Optional[int] = None      # RST: images (labeled + unlabeled) per epoch (None: the labeled set's size)
+    augment: Optional[str] = None           # None: the data set's default; 'none' or e.g. 'crop+flip+rotation'
+    padding_mode: str = "zeros"             # crop padding: 'zeros' (torchvision RandomCrop) or 'reflect'
     # model
     model: str = "preactresnet18"
     model_kwargs: dict = field(default_factory=dict)
@@ -47,6 +50,7 @@ class TrainConfig:
     norm: str = "linf"
     attack_mode: Optional[str] = None       # 'train' | 'eval' (None: the method's own default)
     beta: float = 6.0                       # TRADES / MART / RST trade-off
+    bn_sequence: str = "minimal"            # train-mode forwards per step: 'minimal' or an official script's
     # AWP
     awp_gamma: float = 0.0                  # relative weight perturbation per layer; 0 disables AWP
     awp_warmup: int = 0                     # epochs without AWP at the start
@@ -59,11 +63,13 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
-    schedule: str = "piecewise"             # 'piecewise' | 'cosine' | 'constant', updated every iteration
-    lr_milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
+    schedule: str = "piecewise"             # 'piecewise' | 'cosine' | 'constant'
+    lr_update: str = "iteration"            # 'iteration' or 'epoch': how often the lr changes (awp.schedule)
+    lr_milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of training completed
     lr_decay: float = 0.1                   # factor at each milestone
     # per-epoch evaluation at the unperturbed weights, eval mode
-    eval_steps: int = 10                    # PGD steps of the metric attack (same eps, step eps/4)
+    eval_steps: int = 10                    # PGD steps of the metric attack
+    eval_eps: Optional[float] = None        # its radius (None: the data set's paper evaluation, awp.threat)
     eval_train_samples: int = 1000          # fixed subset of the training set for train robust accuracy
     eval_test_samples: Optional[int] = None  # None: the whole test set
     eval_batch_size: int = 256
@@ -96,6 +102,9 @@ class TrainConfig:
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.schedule in ("piecewise", "cosine", "constant"),
              f"unknown schedule {self.schedule!r}; choose from: piecewise, cosine, constant"),
+            (self.lr_update in ("iteration", "epoch"), f"lr_update must be 'iteration' or 'epoch', got {self.lr_update!r}"),
+            (self.epoch_images is None or self.epoch_images >= 1, f"epoch_images must be >= 1, got {self.epoch_images}"),
+            (self.eval_eps is None or 0 <= self.eval_eps <= 1, f"eval_eps is in [0, 1] pixel units, got {self.eval_eps}"),
             (all(0 < m <= 1 for m in self.lr_milestones), f"lr_milestones are fractions in (0, 1], got {self.lr_milestones}"),
             (0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}"),
             (0 <= self.unsup_fraction < 1, f"unsup_fraction must be in [0, 1), got {self.unsup_fraction}"),
@@ -112,6 +121,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        from awp.augment import Augmentation  # torch-backed checks, imported only when validating
+        from awp.methods import METHODS, check_bn_sequence
+
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}; choose from: {', '.join(sorted(METHODS))}")
+        Augmentation.parse(self.augment or "none", self.padding_mode)
+        check_bn_sequence(self.method, self.bn_sequence)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +214,10 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+# Keys of a preset file that describe it rather than set a hyperparameter (shown on its recipe card).
+PRESET_NOTES = ("source", "note")
+
+
 def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in list_presets():
         raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(list_presets())}")
@@ -209,10 +229,22 @@ def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     return {**(_read_preset(parent, seen + (name,)) if parent else {}), **values}
 
 
+def preset_notes(name: str) -> dict[str, str]:
+    """A preset's ``source`` (the official script it follows) and ``note`` (what was chosen and
+    why, where no script exists), inherited like its values."""
+    values = _read_preset(name)
+    return {key: values[key] for key in PRESET_NOTES if key in values}
+
+
+def resolve_preset(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the preset (and those it inherits), then the overrides; not yet validated."""
+    values = {k: v for k, v in _read_preset(name).items() if k not in PRESET_NOTES}
+    return apply_overrides(apply_overrides(TrainConfig(), values), overrides or {})
+
+
 def load_preset(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults, then the preset (and those it inherits), then the overrides; validated."""
-    config = apply_overrides(TrainConfig(), _read_preset(name))
-    return apply_overrides(config, overrides or {}).validate()
+    return resolve_preset(name, overrides).validate()
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:

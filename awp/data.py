@@ -35,18 +35,18 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from awp.augment import Augmentation, augment_batch
 from awp.errors import UsageError, UserError, require
 from awp.io import atomic_write_bytes
 
 __all__ = [
-    "AUGMENTATIONS",
     "SPLITS",
     "DataSplits",
     "ImageSet",
     "augment_batch",
     "build_dataset",
+    "dataset_spec",
     "iterate_batches",
     "iterate_mixed_batches",
     "list_datasets",
@@ -58,9 +58,7 @@ __all__ = [
 
 Device = torch.device | str | None
 
-AUGMENTATIONS = ("none", "crop-flip")
 SPLITS = ("train", "val", "test")  # the splits every measurement names
-CROP_PADDING = 4  # pixels of zero padding before the random crop (standard CIFAR recipe)
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,16 +186,21 @@ class _Spec:
     std: tuple[float, ...]
     augment: str
     default_val_size: int
+    train_images: int  # the whole training set, before any hold-out
 
 
 # Means and stds are fixed constants, not recomputed per run, so that a checkpoint's built-in
-# normalization does not depend on which subset a run happened to train on. The digits values
-# are the mean and std of all 1797 images / 16 (tests recompute them).
+# normalization does not depend on which subset a run happened to train on: those of the
+# official AWP scripts, digit for digit (AT_AWP/utils.py:17-18, train_cifar100.py:21-22,
+# train_svhn.py:20-21). The digits values are the mean and std of all 1797 images / 16 (tests
+# recompute them).
 _SPECS: dict[str, _Spec] = {
-    "cifar10": _Spec("CIFAR-10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616), "crop-flip", 1000),
-    "cifar100": _Spec("CIFAR-100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop-flip", 1000),
-    "digits": _Spec("digits", 10, (1, 8, 8), (0.3053,), (0.3760,), "none", 200),
-    "svhn": _Spec("SVHN", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "none", 1000),
+    "cifar10": _Spec("CIFAR-10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616),
+                     "crop-flip", 1000, 50000),
+    "cifar100": _Spec("CIFAR-100", 100, (3, 32, 32), (0.5070751592371323, 0.48654887331495095, 0.4409178433670343),
+                      (0.2673342858792401, 0.2564384629170883, 0.27615047132568404), "crop-flip", 1000, 50000),
+    "digits": _Spec("digits", 10, (1, 8, 8), (0.3053,), (0.3760,), "none", 200, 1797 - 597),
+    "svhn": _Spec("SVHN", 10, (3, 32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "none", 1000, 73257),
 }
 
 DIGITS_TEST_SIZE = 597  # a third of the 1797 images, as a stratified hold-out
@@ -210,6 +213,13 @@ _STAGE_TEST, _STAGE_VAL, _STAGE_SUBSET = 0, 1, 2
 def list_datasets() -> list[str]:
     """Names accepted by :func:`build_dataset`."""
     return sorted(_SPECS)
+
+
+def dataset_spec(name: str) -> _Spec:
+    """What a data set is without reading its files: label, classes, image shape, mean/std,
+    default augmentation, default validation size and size of the whole training set."""
+    require(name in _SPECS, f"unknown data set {name!r}; choose one of: {', '.join(list_datasets())}")
+    return _SPECS[name]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -421,47 +431,6 @@ def _generator(seed: int, epoch: int) -> torch.Generator:
     return generator
 
 
-def _check_augment(kind: str) -> None:
-    require(kind in AUGMENTATIONS, f"unknown augmentation {kind!r}; choose one of: {', '.join(AUGMENTATIONS)}")
-
-
-def _draw_crop_flip(n: int, generator: torch.Generator, pad: int = CROP_PADDING) -> tuple[torch.Tensor, ...]:
-    """Random (row offset, column offset, flip) per image, drawn on the CPU in this order."""
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    return dy, dx, flip
-
-
-def _apply_crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = CROP_PADDING) -> torch.Tensor:
-    """out[n, :, i, j] = padded[n, :, dy + i, dx + (W-1-j if flip else j)], one gather for the batch."""
-    n, _, h, w = x.shape
-    device = x.device
-    dy, dx, flip = dy.to(device), dx.to(device), flip.to(device)
-    padded = F.pad(x, (pad, pad, pad, pad))  # zero padding, as RandomCrop(32, padding=4)
-    cols = torch.arange(w, device=device)
-    rows = dy[:, None] + torch.arange(h, device=device)  # n x h
-    cols = dx[:, None] + torch.where(flip[:, None], (w - 1) - cols, cols)  # n x w
-    batch = torch.arange(n, device=device)[:, None, None]
-    # Advanced indices around a slice put the broadcast dims first: the result is n x h x w x c.
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
-
-
-def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Augment a batch N x C x H x W on its own device; returns a new tensor (x is left alone).
-
-    ``'none'`` returns ``x`` itself. ``'crop-flip'``: zero-pad 4 pixels, crop back to H x W at a
-    random offset, and flip horizontally with probability 0.5, independently per image and
-    vectorized. The draws come from ``generator`` (a CPU generator), in this order: N row
-    offsets, N column offsets (each uniform in 0..8), N uniforms (flip where < 0.5).
-    """
-    _check_augment(kind)
-    if kind == "none":
-        return x
-    return _apply_crop_flip(x, *_draw_crop_flip(x.shape[0], generator))
-
-
 def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     """Batches per epoch over ``n`` items."""
     return n // batch_size if drop_last else -(-n // batch_size)
@@ -482,7 +451,7 @@ def iterate_batches(
     epoch: int = 0,
     drop_last: bool = False,
     device: Device = None,
-    augment: str = "none",
+    augment: str | Augmentation = "none",
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -495,17 +464,17 @@ def iterate_batches(
     it holds fewer than ``world_size`` images (use ``drop_last=True`` under DDP to avoid that).
     """
     _check_shard(batch_size, rank, world_size)
-    _check_augment(augment)
+    augment = Augmentation.of(augment)
     n = len(data)
     generator = _generator(seed, epoch)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for b in range(num_batches(n, batch_size, drop_last)):
         global_idx = order[b * batch_size : (b + 1) * batch_size]
         x, y = data.batch(global_idx[rank::world_size], device)
-        if augment != "none":
+        if augment.names:
             # Draw for the global batch even when holding a share of it: keeps ranks in step.
-            params = _draw_crop_flip(len(global_idx), generator)
-            x = _apply_crop_flip(x, *(p[rank::world_size] for p in params))
+            params = augment.draw(len(global_idx), generator)
+            x = augment.apply(x, {k: p[rank::world_size] for k, p in params.items()})
         yield x, y
 
 
@@ -518,23 +487,25 @@ def iterate_mixed_batches(
     seed: int = 0,
     epoch: int = 0,
     device: Device = None,
-    augment: str = "none",
+    augment: str | Augmentation = "none",
     rank: int = 0,
     world_size: int = 1,
+    batches: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """RST batches (Carmon et al. 2019): yield (x, y, is_unlabeled) for one epoch.
 
     Each global batch holds ``round(batch_size * unsup_fraction)`` unlabeled images drawn with
     replacement and the rest labeled images taken in order from a per-epoch permutation
     (without replacement; repeated from its start when the epoch needs more than one pass).
-    An epoch has ``ceil(len(labeled) / (batch_size * (1 - unsup_fraction)))`` batches, so every
-    labeled image is seen once per epoch. Within a global batch the labeled images come first;
+    An epoch has ``batches`` batches; None: ``ceil(len(labeled) / (batch_size * (1 - unsup_fraction)))``,
+    so that every labeled image is seen once (Carmon et al. define it as ``ceil(50000 / batch_size)``
+    batches, which :func:`awp.schedule.iterations_per_epoch` passes for the recipes). Within a global batch the labeled images come first;
     ranks take positions ``[rank::world_size]`` of it, as in :func:`iterate_batches`. Unlike
     Carmon et al.'s sampler the batch is not shuffled internally: the loss and BatchNorm do not
     depend on the order within a batch.
     """
     _check_shard(batch_size, rank, world_size)
-    _check_augment(augment)
+    augment = Augmentation.of(augment)
     require(0.0 <= unsup_fraction < 1.0, f"unsup_fraction must be in [0, 1), got {unsup_fraction}")
     require(
         labeled.image_shape == unlabeled.image_shape,
@@ -547,6 +518,7 @@ def iterate_mixed_batches(
     require(n_unl == 0 or len(unlabeled) > 0, "iterate_mixed_batches needs at least one unlabeled image")
     # The small tolerance keeps e.g. 9 / (10 * 0.30000000000000004) from rounding up to 4.
     total = max(1, math.ceil(len(labeled) / (batch_size * (1.0 - unsup_fraction)) - 1e-9))
+    total = total if batches is None else _check_int(batches, "batches", 1)
 
     generator = _generator(seed, epoch)
     perm = torch.randperm(len(labeled), generator=generator)
@@ -564,9 +536,9 @@ def iterate_mixed_batches(
         is_unlabeled = torch.cat(
             [torch.zeros(len(x_lab), dtype=torch.bool), torch.ones(len(x_unl), dtype=torch.bool)]
         ).to(x.device)
-        if augment != "none":
-            params = _draw_crop_flip(batch_size, generator)
-            x = _apply_crop_flip(x, *(p[mine] for p in params))
+        if augment.names:
+            params = augment.draw(batch_size, generator)
+            x = augment.apply(x, {k: p[mine] for k, p in params.items()})
         yield x, y, is_unlabeled
 
 

@@ -58,7 +58,7 @@ _BALL_TOLERANCE = 1e-5
 # Descriptions: the conventions written next to every number
 
 
-def _pixels(value: float) -> str:
+def pixels(value: float) -> str:
     """0.2 -> '0.2 (51/255)'; 0.05 -> '0.05': the /255 form only where it is exact."""
     k = value * 255
     if value > 0 and abs(k - round(k)) < 1e-6:
@@ -80,17 +80,17 @@ def _autoattack_version() -> str:
 
 
 def _describe(name: str, *, eps: float, step: float, norm: str, seed: int) -> str:
-    ball = f"{_norm_label(norm)} eps={_pixels(eps)}"
+    ball = f"{_norm_label(norm)} eps={pixels(eps)}"
     if name == "clean":
         return "clean (natural) accuracy, eval mode"
     if name == "fgsm":
         return f"FGSM {ball}, one step of eps, no random start, CE loss, eval mode"
     if name in ("pgd20", "pgd100"):
         steps = int(name[3:])
-        return (f"PGD-{steps} {ball}, step={_pixels(step)}, {steps} steps, uniform random start, "
+        return (f"PGD-{steps} {ball}, step={pixels(step)}, {steps} steps, uniform random start, "
                 f"1 restart, CE loss, eval mode, seed {seed}")
     if name == "cw":
-        return (f"CW-inf {ball}, step={_pixels(step)}, {CW_STEPS} steps, kappa={CW_KAPPA:g} margin loss, "
+        return (f"CW-inf {ball}, step={pixels(step)}, {CW_STEPS} steps, kappa={CW_KAPPA:g} margin loss, "
                 f"uniform random start, 1 restart, eval mode, seed {seed}")
     return (f"AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), {ball}, "
             f"pyautoattack {_autoattack_version()}, seed {seed}, eval mode")
@@ -286,14 +286,18 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
 
     The data set and its split are rebuilt from the training config stored in the checkpoint (same
     ``val_size``, ``train_subset`` and ``split_seed``), so 'val' and 'train' are the images the run
-    held out and trained on. ``eps`` defaults to the run's training eps, the norm to its training
-    norm. Evaluation is in fp32 whatever precision the run trained in. Returns :func:`evaluate`'s
+    held out and trained on. ``eps`` and the PGD/CW step default to the data set's evaluation
+    threat model (:func:`awp.threat.eval_threat`: the AWP paper's 8/255 with step 2/255 on CIFAR,
+    1/255 on SVHN, also for runs that trained at 0.031; the training eps with step eps/4 on digits
+    and for L2); an explicit ``eps`` keeps the data set's step ratio. The norm is the run's. The
+    result's ``threat`` says which rule chose the radius. Evaluation is in fp32 whatever precision the run trained in. Returns :func:`evaluate`'s
     dict plus ``checkpoint``, ``sha256``, ``arch``, ``dataset``, ``method``, ``awp_gamma``,
     ``epoch`` and ``split``. ``path`` may also be ``robustbench:NAME`` (``dataset``, ``threat`` and
     ``model_dir`` then say which RobustBench entry; see :func:`awp.checkpoint.load_run`).
     """
     from awp.checkpoint import load_run
     from awp.data import SPLITS
+    from awp.threat import eval_threat
 
     names = _check_attacks(attacks)
     if split not in SPLITS:
@@ -307,11 +311,13 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
                    model_dir=model_dir)
     model, meta, config = run.model, run.meta, run.config
     x, y = run.split(split).tensors(limit=samples)  # the first images: a fixed subset, the same every time
-    result = evaluate(model, x, y, attacks=names, eps=config.eps if eps is None else eps, norm=config.norm,
+    threat = eval_threat(config.dataset, config.norm, config.eps, eps)
+    result = evaluate(model, x, y, attacks=names, eps=threat.eps, norm=config.norm, step_size=threat.step_size,
                       batch_size=batch_size, seed=seed, runtime=runtime)
     header = {"checkpoint": str(path), "sha256": meta["sha256"], "arch": meta.get("arch"),
               "dataset": meta.get("dataset", config.dataset), "method": meta.get("method", config.method),
-              "awp_gamma": meta.get("awp_gamma", config.awp_gamma), "epoch": meta.get("epoch"), "split": split}
+              "awp_gamma": meta.get("awp_gamma", config.awp_gamma), "epoch": meta.get("epoch"), "split": split,
+              "threat": threat.source}
     return {**header, **result}
 
 
@@ -328,7 +334,8 @@ def format_table(result: dict[str, Any]) -> str:
     head = [f"checkpoint: {result['checkpoint']}"] if "checkpoint" in result else []
     if "split" in result:
         head.append(f"split: {result['split']}")
-    head += [f"samples: {result['samples']}", f"eps: {_pixels(float(result['eps']))}",
+    head += [f"samples: {result['samples']}", f"eps: {pixels(float(result['eps']))}"
+             + (f" ({result['threat']})" if "threat" in result else ""),
              f"norm: {_norm_label(result['norm'])}" if result.get("norm") in NORMS else f"norm: {result.get('norm')}",
              f"seed: {result.get('seed')}"]
     rows = [(name, f"{100 * r['accuracy']:.2f}%", r["attack"]) for name, r in result["results"].items()]

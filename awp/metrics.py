@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from awp.attacks import model_mode, pgd
 from awp.runtime import CPU, Runtime
+from awp.threat import eval_threat
 
 if TYPE_CHECKING:
     from awp.config import TrainConfig
@@ -55,9 +56,11 @@ class AttackSpec:
 
 
 def metric_attack(config: "TrainConfig") -> AttackSpec:
-    """The attack that measures a run's per-epoch metrics (and so its gap): PGD-``eval_steps`` at
-    the training eps, step eps/4, seeded with the run seed, eval mode."""
-    return AttackSpec(eps=config.eps, step_size=config.eps / 4, steps=config.eval_steps,
+    """The attack that measures a run's per-epoch metrics (and so its gap): PGD-``eval_steps`` under
+    the data set's evaluation threat model (:func:`awp.threat.eval_threat`; ``eval_eps`` overrides
+    its radius), seeded with the run seed, eval mode."""
+    threat = eval_threat(config.dataset, config.norm, config.eps, config.eval_eps)
+    return AttackSpec(eps=threat.eps, step_size=threat.step_size, steps=config.eval_steps,
                       norm=config.norm, seed=config.seed)
 
 

@@ -1,10 +1,28 @@
-"""Learning-rate schedules, evaluated at every iteration (Rice et al. 2020; RST's cosine).
+"""Epoch length and learning-rate schedules of a training config, as each official script has them.
 
-``progress`` is training progress in epochs, a float: epoch + (iteration + 1) / iterations.
+The training loop and the recipe card (:mod:`awp.recipe`) both call these functions, so the card
+cannot drift from training.
+
+``progress`` is training progress in completed epochs, a float. Two granularities:
+
+- ``lr_update='iteration'`` (Rice et al.'s and the AWP AT scripts, ``train_cifar10.py:321``):
+  step ``i`` of epoch ``e`` (both 0-based) uses the lr at ``e + (i + 1) / iterations``;
+- ``lr_update='epoch'`` (TRADES, MART, TRADES-AWP, RST): the whole epoch uses the lr at its
+  start, ``e`` completed epochs. RST's cosine is ``0.5 (1 + cos(pi (epoch - 1) / epochs))`` with
+  1-based epochs (``robust_self_training.py:413``); TRADES' ``epoch >= 75`` (1-based) is the
+  milestone 74/76 (``train_trades_cifar10.py:140``).
+
+A piecewise milestone ``m`` multiplies the lr by ``decay`` once ``m * epochs`` epochs are complete.
 """
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+from awp.methods import METHODS
+
+if TYPE_CHECKING:
+    from awp.config import TrainConfig
 
 
 def learning_rate(base_lr: float, progress: float, epochs: int, schedule: str,
@@ -18,3 +36,31 @@ def learning_rate(base_lr: float, progress: float, epochs: int, schedule: str,
         passed = sum(progress >= m * epochs - 1e-9 for m in milestones)
         return base_lr * decay ** passed
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def lr_at(config: "TrainConfig", epoch_index: int, iteration: int, iterations: int) -> float:
+    """The lr of step ``iteration`` (0-based) of epoch ``epoch_index`` (0-based) with ``iterations`` steps."""
+    if config.lr_update == "epoch":
+        progress = float(epoch_index)
+    else:
+        progress = epoch_index + (iteration + 1) / iterations
+    return learning_rate(config.lr, progress, config.epochs, config.schedule, config.lr_milestones,
+                         config.lr_decay)
+
+
+def lr_by_epoch(config: "TrainConfig", iterations: int) -> list[float]:
+    """The lr in force at the start (first step) of every epoch: entry i is epoch i + 1's."""
+    return [lr_at(config, epoch, 0, iterations) for epoch in range(config.epochs)]
+
+
+def iterations_per_epoch(config: "TrainConfig", train_size: int) -> int:
+    """Optimizer steps per epoch on ``train_size`` labeled images.
+
+    One pass over the training set in batches of ``batch_size``, the last one smaller
+    (``drop_last=False``, as every official script). RST: ``ceil(epoch_images / batch_size)``
+    batches of labeled plus pseudo-labeled images, ``epoch_images`` defaulting to the labeled
+    set's size: Carmon et al. define an epoch as ``ceil(50000 / batch_size)`` batches
+    (``robust_self_training.py:237-240``), not as one pass over the labeled half of each batch.
+    """
+    images = (config.epoch_images or train_size) if METHODS[config.method].uses_unlabeled else train_size
+    return max(1, -(-images // config.batch_size))

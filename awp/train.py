@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from awp import __version__, distributed
+from awp import __version__, augment, distributed
 from awp.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 from awp.config import TrainConfig, config_from_dict
-from awp.data import SPLITS, DataSplits, build_dataset, iterate_batches, iterate_mixed_batches, num_batches
+from awp.data import SPLITS, DataSplits, build_dataset, iterate_batches, iterate_mixed_batches
 from awp.errors import UserError, UsageError
 from awp.io import atomic_write_json, read_csv_rows, write_csv
 from awp.methods import Method, get_method
@@ -38,7 +38,7 @@ from awp.metrics import AttackSpec, clean_and_robust, metric_attack
 from awp.models import build_model
 from awp.perturbation import AdversarialWeightPerturbation, RandomWeightPerturbation
 from awp.runtime import CPU, Runtime, resolve_runtime
-from awp.schedule import learning_rate
+from awp.schedule import iterations_per_epoch, lr_at
 
 QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
 COLUMNS = (["epoch", "lr", "awp_active", "train_batch_loss", "train_batch_adv_acc"]
@@ -66,6 +66,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Metho
     local = model.module if isinstance(model, DistributedDataParallel) else model
     with runtime.autocast():
         x_adv = method.attack(local, x, y)
+        method.after_attack(local, x_adv)  # the bn_sequence's extra forwards (official scripts)
 
     def scaled(loss: Tensor) -> Tensor:
         return loss if loss_scale == 1.0 else loss * loss_scale
@@ -92,6 +93,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Metho
             out = step()
     else:
         out = step()
+    with runtime.autocast():
+        method.after_step(local, x)
     stats = {"loss": out["loss"].detach(),
              "adv_acc": (out["logits_adv"].argmax(1) == y).float().mean().detach(),
              "awp": torch.tensor(float(awp is not None))}
@@ -105,11 +108,22 @@ class _State:
     best_epoch: int = 0
 
 
-def _arch_kwargs(config: TrainConfig, data: DataSplits) -> dict[str, Any]:
+def arch_kwargs_for(config: TrainConfig, data: DataSplits) -> dict[str, Any]:
+    """The model's constructor arguments: classes, channels, normalization (the data set's
+    mean/std inside the model when ``normalize``), then ``model_kwargs``."""
     kwargs = {"num_classes": data.num_classes, "in_channels": data.image_shape[0]}
     if config.normalize:
         kwargs.update(mean=list(data.mean), std=list(data.std))
     return {**kwargs, **config.model_kwargs}
+
+
+def build_method(config: TrainConfig) -> Method:
+    """The training method with the config's attack, loss and BN-sequence settings."""
+    hparams = dict(eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
+                   norm=config.norm, beta=config.beta, bn_sequence=config.bn_sequence)
+    if config.attack_mode is not None:
+        hparams["attack_mode"] = config.attack_mode
+    return get_method(config.method, **hparams)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -144,17 +158,19 @@ def _batches(config: TrainConfig, data: DataSplits, method: Method, epoch: int, 
     Under DDP a last global batch smaller than the number of processes is skipped (some rank
     would get no image); every other batch is the single-process batch, split across ranks.
     """
+    augmentation = augment.resolve(config.augment, config.padding_mode, data.augment)
     if method.uses_unlabeled:
         if data.unlabeled is None:
             raise UsageError("method 'rst' needs unlabeled=PATH (see `awp pseudo-label`)")
         for x, y, _ in iterate_mixed_batches(data.train, data.unlabeled, config.batch_size,
                                              unsup_fraction=config.unsup_fraction, seed=config.seed,
-                                             epoch=epoch, device=runtime.device, augment=data.augment,
-                                             rank=rank, world_size=world):
+                                             epoch=epoch, device=runtime.device, augment=augmentation,
+                                             rank=rank, world_size=world,
+                                             batches=iterations_per_epoch(config, len(data.train))):
             yield x, y, config.batch_size
     else:
         batches = iterate_batches(data.train, config.batch_size, shuffle=True, seed=config.seed,
-                                  epoch=epoch, device=runtime.device, augment=data.augment,
+                                  epoch=epoch, device=runtime.device, augment=augmentation,
                                   rank=rank, world_size=world)
         for b, (x, y) in enumerate(batches):
             size = min(config.batch_size, len(data.train) - b * config.batch_size)
@@ -163,11 +179,6 @@ def _batches(config: TrainConfig, data: DataSplits, method: Method, epoch: int, 
             yield x, y, size
 
 
-def _iterations(config: TrainConfig, data: DataSplits, method: Method) -> int:
-    if method.uses_unlabeled:
-        per_batch = config.batch_size - round(config.batch_size * config.unsup_fraction)
-        return -(-len(data.train) // max(per_batch, 1))
-    return num_batches(len(data.train), config.batch_size, False)
 
 
 def measure(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,
@@ -228,7 +239,7 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
     data = build_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
                          val_size=config.val_size, train_subset=config.train_subset,
                          split_seed=config.split_seed, unlabeled=config.unlabeled)
-    arch_kwargs = _arch_kwargs(config, data)
+    arch_kwargs = arch_kwargs_for(config, data)
     model = build_model(config.model, **arch_kwargs)
     if config.sync_bn and world > 1:
         model = distributed.convert_sync_batchnorm(model, runtime.device)
@@ -236,11 +247,7 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
     if world > 1:  # same initial weights everywhere (DDP also broadcasts them), then per-rank draws
         torch.manual_seed(config.seed + 1_000_003 * rank)
         random.seed(config.seed + 1_000_003 * rank)
-    hparams = dict(eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
-                   norm=config.norm, beta=config.beta)
-    if config.attack_mode is not None:
-        hparams["attack_mode"] = config.attack_mode
-    method = get_method(config.method, **hparams)
+    method = build_method(config)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
     scaler = runtime.grad_scaler()
@@ -292,7 +299,7 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
                         method=config.method, awp_gamma=config.awp_gamma, epoch=epoch,
                         metrics=metrics, config=config.to_dict(), **extra)
 
-    iterations = _iterations(config, data, method)
+    iterations = iterations_per_epoch(config, len(data.train))
     bar = _progress(range(state.epoch, config.epochs), progress, initial=state.epoch, total=config.epochs)
     for epoch_index in bar:
         epoch = epoch_index + 1
@@ -303,8 +310,7 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
         lr = config.lr
         count = 0
         for i, (x, y, size) in enumerate(_batches(config, data, method, epoch_index, runtime, rank, world)):
-            lr = learning_rate(config.lr, epoch_index + (i + 1) / iterations, config.epochs,
-                               config.schedule, config.lr_milestones, config.lr_decay)
+            lr = lr_at(config, epoch_index, i, iterations)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             share = len(y) * world / size  # 1.0 in one process

@@ -24,6 +24,7 @@ from awp.data import SPLITS
 from awp.errors import UsageError
 from awp.metrics import AttackSpec
 from awp.runtime import Runtime, resolve_runtime
+from awp.threat import eval_threat
 from landscape import io as lio
 from landscape.curve import weight_loss_curve
 from landscape.directions import IGNORES, NORMALIZATIONS, random_direction
@@ -38,7 +39,7 @@ DEFAULT_ALPHAS = tuple(round(v, 12) for v in np.linspace(-1, 1, 21).tolist())
 class LandscapeConfig:
     """Every setting of a landscape; checked on construction (one line per bad value).
 
-    ``eps`` / ``step_size`` None: the checkpoint's training eps and eps/4. ``surface``: a 2-D grid
+    ``eps`` / ``step_size`` None: the data set's evaluation threat model (:func:`awp.threat.eval_threat`). ``surface``: a 2-D grid
     along the first two directions (``betas`` default: the alphas). ``xi`` > 0 adds worst- and
     average-case sharpness (Stutz et al. 2021) within ||nu_l|| <= xi ||w_l||.
     """
@@ -151,10 +152,12 @@ def landscape_samples(run: Run, config: LandscapeConfig) -> tuple[torch.Tensor, 
 
 
 def landscape_attack(run: Run, config: LandscapeConfig) -> AttackSpec:
-    """PGD-``steps`` at ``config.eps`` (default: the checkpoint's eps), step default eps/4, seed ``config.seed``."""
-    eps = run.config.eps if config.eps is None else config.eps
-    step = eps / 4 if config.step_size is None else config.step_size
-    return AttackSpec(eps=eps, step_size=step, steps=config.steps, norm=run.config.norm, seed=config.seed)
+    """PGD-``steps`` under the data set's evaluation threat model (:func:`awp.threat.eval_threat`:
+    CIFAR Linf 8/255 step 2/255, SVHN step 1/255, digits the training eps and eps/4), which
+    ``config.eps`` / ``config.step_size`` override; seeded with ``config.seed``."""
+    threat = eval_threat(run.config.dataset, run.config.norm, run.config.eps, config.eps)
+    step = threat.step_size if config.step_size is None else config.step_size
+    return AttackSpec(eps=threat.eps, step_size=step, steps=config.steps, norm=run.config.norm, seed=config.seed)
 
 
 def _settings(config: LandscapeConfig, attack: AttackSpec, samples: int, runtime: Runtime) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 ``compute_measures(checkpoint_or_run, MeasureConfig(...), out)`` computes the measures of
 :mod:`landscape.measures` on the same fixed seeded subset of a split and under the same attack as
-:func:`landscape.compute_landscape` (the checkpoint's threat model unless the config says
+:func:`landscape.compute_landscape` (the data set's evaluation threat model unless the config says
 otherwise), and writes ``out/measures.json``: every value with the settings that produced it and
 its cache key (checkpoint sha256 + measure + settings + attack + samples + precision). The file is
 rewritten after every measure, so an interrupted call resumes with the measures still missing, and
@@ -39,7 +39,7 @@ class MeasureConfig:
 
     ``measures``: names from :data:`landscape.measures.MEASURES` (empty: all of them). ``clean``:
     measure on the clean loss (attack None) where a measure allows it. ``eps`` / ``step_size`` None:
-    the checkpoint's training eps and eps/4. ``settings``: per-measure overrides of its defaults,
+    the data set's evaluation threat model (:func:`awp.threat.eval_threat`). ``settings``: per-measure overrides of its defaults,
     e.g. ``{"pac_bayes_sharpness": {"draws": 3}}``.
     """
 

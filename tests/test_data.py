@@ -476,6 +476,18 @@ def test_mixed_batches_rank_shards():
             assert torch.equal(yr, y[r::2]) and torch.equal(mr, m[r::2]) and torch.equal(xr, x[r::2])
 
 
+def test_mixed_batches_epoch_length_can_be_set():
+    # Carmon et al.'s epoch is ceil(50000 / batch_size) batches whatever the labeled share
+    # (semisup-adv robust_self_training.py:237-240): more batches than one labeled pass wrap around.
+    labeled, unlabeled = _mixed_sets(10, 30)
+    batches = list(iterate_mixed_batches(labeled, unlabeled, 4, unsup_fraction=0.5, seed=1, epoch=0, batches=7))
+    assert len(batches) == 7 and all(len(y) == 4 for _, y, _ in batches)
+    lab = torch.cat([y[~m] for _, y, m in batches]).tolist()
+    assert sorted(lab[:10]) == list(range(10)) and lab[10:] == lab[:4]
+    with pytest.raises(UsageError, match="batches"):
+        list(iterate_mixed_batches(labeled, unlabeled, 4, batches=0))
+
+
 def test_mixed_batches_bad_fraction():
     labeled, unlabeled = _mixed_sets(5, 5)
     with pytest.raises(UsageError):

@@ -223,3 +223,18 @@ def test_random_perturbation_has_the_same_relative_size_and_is_seeded():
     for name, t in a.tensors.items():
         assert torch.allclose(t.norm(), 0.02 * params[name].detach().norm(), rtol=1e-5)
         assert torch.equal(t, b.tensors[name])
+
+
+def test_relative_size_is_exact_on_a_wide_layer():
+    """||v_l|| = gamma ||w_l|| to float64 precision on a 3.7M-entry kernel (the norms are accumulated
+    in float64; a float32 sum over so many entries is off by ~5e-5 relative on a CPU)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(1920, 1920, bias=False))
+    with torch.no_grad():
+        model[1].weight.mul_(10).add_(0.01)  # a mean offset makes float32 accumulation drift more
+    x = torch.rand(4, 1920)
+    y = torch.randint(0, 1920, (4,))
+    v = AdversarialWeightPerturbation(model, gamma=0.01).compute(lambda m: F.cross_entropy(m(x), y))
+    w = model[1].weight.detach().double()
+    ratio = v.tensors["1.weight"].double().norm() / w.norm()
+    assert abs(float(ratio) / 0.01 - 1) < 1e-6

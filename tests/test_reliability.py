@@ -512,7 +512,7 @@ CASES = [
     ("landscape: wrong architecture", ["landscape", "{d}/wrong_keys.pt", "--out", "{out}", *L], 1, "do not fit the architecture"),
     ("landscape: not a toolkit checkpoint", ["landscape", "{d}/foreign.pt", "--out", "{out}", *L], 1, "not a checkpoint of this toolkit"),
     ("landscape: non-writable output", ["landscape", "{d}/good.pt", "--out", "{d}/a_file/out", *L], 1, "is a file, not a folder"),
-    ("landscape: negative eps", ["landscape", "{d}/good.pt", "--out", "{out}", "--eps", "-0.1", *L], 2, "eps must be >= 0"),
+    ("landscape: negative eps", ["landscape", "{d}/good.pt", "--out", "{out}", "--eps", "-0.1", *L], 2, "--eps is in [0, 1]"),
     ("landscape: eps not a number", ["landscape", "{d}/good.pt", "--out", "{out}", "--eps", "big", *L], 2, "--eps"),
     ("landscape: unknown loss", ["landscape", "{d}/good.pt", "--out", "{out}", "--loss", "hinge"], 2, "invalid choice"),
     ("landscape: zero samples", ["landscape", "{d}/good.pt", "--out", "{out}", "--samples", "0"], 2, "--samples"),
