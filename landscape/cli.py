@@ -95,6 +95,8 @@ def _sample_and_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threat", default="Linf", help="threat model of robustbench:NAME entries (Linf, L2)")
     p.add_argument("--model-dir", help="RobustBench model folder (default ./models)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load weights holding NaN/inf anyway (refused by default); every output then says so")
 
 
 def config_from_args(args: argparse.Namespace) -> "LandscapeConfig":
@@ -151,22 +153,30 @@ def run(args: argparse.Namespace) -> int:
 def _landscape(args: argparse.Namespace) -> int:
     """Compute, save and plot the landscape of every checkpoint (:func:`landscape.compute_landscape`)."""
     from awp import distributed
+    from awp.checkpoint import nonfinite_warning
+    from awp.io import check_output_folder
     from awp.runtime import resolve_device
     from landscape.compute import compute_landscape
+    from landscape.io import nonfinite_results
     from landscape.plot import plot_curves
 
     config = config_from_args(args)
     paths = [Path(p) for p in args.checkpoints]
     _check_paths(paths)
     out = Path(args.out)
+    for folder in [out] + [out / name for name in _names(paths)]:
+        check_output_folder(folder, "--out")  # before the first point, not after the last
     main = distributed.is_main
     with distributed.session(resolve_device(args.device)):
-        curves = {}
+        curves, problems = {}, []
         for path, name in zip(paths, _names(paths)):
             result = compute_landscape(path, config, out / name, device=args.device, data_dir=args.data_dir,
                                        progress=not args.quiet, dataset=args.dataset, threat=args.threat,
-                                       model_dir=args.model_dir)
+                                       model_dir=args.model_dir, allow_nonfinite=args.allow_nonfinite)
             curves[name] = result.table
+            problems += [f"{path}: {p}" for p in nonfinite_results(result.table.to_dict("records"), result.info)]
+            if result.info.get("nonfinite_weights") and main():
+                print(nonfinite_warning(str(path), result.info["nonfinite_weights"]), file=sys.stderr)
             if not args.quiet and main():
                 print(f"{path}: {_summary(result.info)}", file=sys.stderr)
         if main():
@@ -175,6 +185,9 @@ def _landscape(args: argparse.Namespace) -> int:
                             steps=config.steps)
             print(f"landscape saved in {out}")
         distributed.barrier()  # the files exist when any rank returns
+    if problems:
+        raise UserError(f"non-finite landscape values, written as nan (CSV) / null (JSON) in {out}: {problems[0]}"
+                        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return 0
 
 
