@@ -183,7 +183,7 @@ def _peak(args: list[str], tmp: Path) -> tuple[int, int, float, str]:
 @pytest.mark.slow
 def test_huge_architecture_costs_less_memory_than_a_healthy_evaluation(files, tmp_path):
     code, healthy, _, err = _peak(["-m", "awp_cli", "eval", str(files / "good.pt"), "--samples", "20",
-                                   "--attacks", "natural", "--out", str(tmp_path / "good.json")], tmp_path)
+                                   "--attacks", "clean", "--out", str(tmp_path / "good.json")], tmp_path)
     assert code == 0, err
     crafted = [["-c", f"from awp.checkpoint import load_checkpoint; load_checkpoint({str(files / 'huge_expanded.pt')!r})"],
                ["-m", "awp_cli", "eval", str(files / "huge.pt"), "--out", str(tmp_path / "e.json")],
@@ -235,7 +235,7 @@ def test_nan_weights_are_refused_by_the_loaders(files):
 
 def test_allow_nonfinite_eval_says_so_everywhere_and_exits_non_zero(files, tmp_path, capsys):
     out = tmp_path / "e.json"
-    code = awp_cli.main(["eval", str(files / "nan.pt"), "--samples", "12", "--attacks", "natural,fgsm",
+    code = awp_cli.main(["eval", str(files / "nan.pt"), "--samples", "12", "--attacks", "clean,fgsm",
                          "--allow-nonfinite", "--out", str(out)])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -243,8 +243,8 @@ def test_allow_nonfinite_eval_says_so_everywhere_and_exits_non_zero(files, tmp_p
     assert err[1].startswith("awp: error:") and "not finite" in err[1] and str(out) in err[1]
     result = strict_loads(out.read_text())
     assert result["nonfinite_weights"] == ["fc.weight"]
-    for name in ("natural", "fgsm"):  # logit 3 is NaN for every image: no prediction, no accuracy
-        assert result["results"][name]["accuracy"] is None and result["results"][name]["nonfinite_outputs"] == 12
+    for name in ("clean", "fgsm"):  # logit 3 is NaN for every image: no prediction, no accuracy
+        assert result["results"][name]["accuracy"] is None
         assert result["nonfinite_values"][f"results.{name}.accuracy"] == "nan"
 
 
@@ -323,21 +323,27 @@ class _NanForSome(nn.Module):
         return torch.where((x.flatten(1)[:, :1] > 0.5), torch.full_like(out, float("nan")), out)
 
 
-def test_evaluation_reports_nonfinite_outputs_instead_of_an_accuracy():
+def test_evaluation_and_landscape_points_report_nan_instead_of_an_accuracy():
     from awp.evaluate import evaluate
+    from awp.metrics import loss_and_correct
+    from landscape.evaluate import PointEvaluator
 
     x = torch.rand(30, 1, 2, 2, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
     model = _NanForSome()
-    result = evaluate(model, x, y, attacks=["natural"], eps=0.0, batch_size=7)["results"]["natural"]
-    expected = int((x.flatten(1)[:, 0] > 0.5).sum())
-    assert 0 < expected < 30
-    assert math.isnan(result["accuracy"]) and result["nonfinite_outputs"] == expected
-    keep = x.flatten(1)[:, 0] <= 0.5
-    clean = evaluate(model, x[keep], y[keep], attacks=["natural"], eps=0.0)["results"]["natural"]
+    bad = x.flatten(1)[:, 0] > 0.5
+    assert 0 < int(bad.sum()) < 30
+    # one NaN image in the second batch of 7 is enough: no accuracy, and the loss is NaN too
+    assert math.isnan(evaluate(model, x, y, attacks=["clean"], eps=0.0, batch_size=7)["results"]["clean"]["accuracy"])
+    loss, correct = loss_and_correct(model, [(x[i:i + 7], y[i:i + 7]) for i in range(0, 30, 7)]).tolist()
+    assert math.isnan(loss) and math.isnan(correct)
+    evaluator = PointEvaluator(model, (x, y), loss="clean", batch_size=7)
+    with evaluator.session():
+        assert all(math.isnan(v) for v in evaluator.point())
+    keep = ~bad
+    clean = evaluate(model, x[keep], y[keep], attacks=["clean"], eps=0.0)["results"]["clean"]
     with torch.no_grad():
         assert clean["accuracy"] == int((model(x[keep]).argmax(1) == y[keep]).sum()) / int(keep.sum())
-    assert "nonfinite_outputs" not in clean
 
 
 # -------------------------------------------------------------------------------- 3. strict JSON
@@ -381,10 +387,10 @@ def _boom(*args, **kwargs):
 OUTPUT_CASES = [
     # (argv, the first piece of work, expected text)
     (["landscape", "{d}/good.pt", "--out", "{d}/a_file", *LAND], "landscape.evaluate:PointEvaluator.point", "is a file"),
-    (["landscape", "{d}/good.pt", "--out", "{t}", *LAND], "awp.convert:load_any", "is a file"),  # {t}/good is a file
+    (["landscape", "{d}/good.pt", "--out", "{t}", *LAND], "landscape.compute:load_run", "is a file"),  # {t}/good is a file
     (["eval", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.evaluate:evaluate_checkpoint", "is a folder"),
     (["eval", "{d}/good.pt", "--out", "{d}/a_file/e.json"], "awp.evaluate:evaluate_checkpoint", "is a file"),
-    (["pseudo-label", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.checkpoint:load_checkpoint", "is a folder"),
+    (["pseudo-label", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.checkpoint:load_run", "is a folder"),
     (["import-checkpoint", "{d}/nan_foreign.pt", "--format", "mart", "--arch", "smallcnn", "--dataset", "custom",
       "--out", "{d}/a_file/i.pt"], "awp.convert:load_foreign_state", "is a file"),
     (["export", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.convert:read_checkpoint", "is a folder"),
@@ -441,23 +447,23 @@ def zoo(tmp_path, monkeypatch):
 
 
 def test_robustbench_file_with_wrong_shapes_or_nan_is_refused_before_robustbench_builds(zoo):
-    from awp.convert import load_any
+    from awp.checkpoint import load_run
 
     name = "Wu2020Adversarial_extra"  # WideResNet-28-10 (with sub_block1): conv1 is 16 x 3 x 3 x 3
     torch.save({"state_dict": {"module.conv1.weight": torch.zeros(16, 3, 5, 5)}}, zoo / f"{name}.pt")
     with pytest.raises(UserError, match=r"wrong shape \(conv1.weight: stored \[16, 3, 5, 5\], the architecture's "
                                         r"\[16, 3, 3, 3\]"):
-        load_any(f"robustbench:{name}", model_dir=zoo.parents[1])
+        load_run(f"robustbench:{name}", model_dir=zoo.parents[1])
     torch.save({"state_dict": {"module.conv1.weight": torch.full((16, 3, 3, 3), float("nan"))}}, zoo / f"{name}.pt")
     with pytest.raises(UserError, match="weight tensor state_dict.module.conv1.weight holds NaN"):
-        load_any(f"robustbench:{name}", model_dir=zoo.parents[1])
+        load_run(f"robustbench:{name}", model_dir=zoo.parents[1])
 
 
 def test_robustbench_size_limit_names_the_first_tensor_past_it(zoo):
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from awp.convert import load_any
+    from awp.convert import load_robustbench
 
     name = "Wu2020Adversarial_extra"
     torch.save({"state_dict": {"module.conv1.weight": torch.zeros(16, 3, 3, 3)}}, zoo / f"{name}.pt")
@@ -466,4 +472,4 @@ def test_robustbench_size_limit_names_the_first_tensor_past_it(zoo):
     running = np.cumsum([t.numel() for _, t in tensors])
     first = tensors[int(np.argmax(running > 5000))][0]
     with pytest.raises(UserError, match=f"limit of 5,000 .* past the limit is {first} "):
-        load_any(f"robustbench:{name}", model_dir=zoo.parents[1], max_params=5000)
+        load_robustbench(name, model_dir=zoo.parents[1], max_params=5000)
