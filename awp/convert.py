@@ -286,9 +286,9 @@ def _zoo_files(utils, entry: dict[str, Any], name: str, folder: Path) -> list[Pa
             try:
                 utils.download_gdrive_new(gid, str(file))
             except Exception as exc:
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"RobustBench model {name} is not in {folder} and downloading it failed "
-                                f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); "
-                                f"place {file.name} there") from None
+                                f"({reason}); place {file.name} there") from None
     return files
 
 
@@ -466,5 +466,5 @@ def export_checkpoint(ckpt: str | Path, *, format: str = "robustbench", out: str
                        "arch": payload["arch"], "arch_kwargs": payload["arch_kwargs"],
                        "model_name": model_name, "dataset": dataset or payload.get("dataset"),
                        "threat": threat, "added_keys": added, "output_sha256": sha256_file(out),
-                       **({"nonfinite_weights": payload["nonfinite_weights"]} if "nonfinite_weights" in payload else {})})
+                       **{k: payload[k] for k in ("nonfinite_weights",) if k in payload}})
     return out

@@ -42,6 +42,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("P
        "OMP_NUM_THREADS": "1"}
 HUGE = [100000, 100000, 10]  # smallcnn stage widths: the 100000 x 100000 x 3 x 3 conv alone is 360 GB
 LAND = ["--directions", "1", "--alphas", "-0.5,0,0.5", "--samples", "16", "--steps", "1", "--quiet"]
+MEAS = ["--measures", "weight_norm,logit_margin", "--samples", "16", "--steps", "1", "--quiet"]
 
 
 def strict_loads(text: str):
@@ -185,7 +186,8 @@ def test_huge_architecture_costs_less_memory_than_a_healthy_evaluation(files, tm
     code, healthy, _, err = _peak(["-m", "awp_cli", "eval", str(files / "good.pt"), "--samples", "20",
                                    "--attacks", "clean", "--out", str(tmp_path / "good.json")], tmp_path)
     assert code == 0, err
-    crafted = [["-c", f"from awp.checkpoint import load_checkpoint; load_checkpoint({str(files / 'huge_expanded.pt')!r})"],
+    load = f"from awp.checkpoint import load_checkpoint; load_checkpoint({str(files / 'huge_expanded.pt')!r})"
+    crafted = [["-c", load],
                ["-m", "awp_cli", "eval", str(files / "huge.pt"), "--out", str(tmp_path / "e.json")],
                ["-m", "awp_cli", "eval", str(files / "huge_expanded.pt"), "--out", str(tmp_path / "e.json")],
                ["-m", "awp_cli", "landscape", str(files / "huge_expanded.pt"), "--out", str(tmp_path / "l"), *LAND],
@@ -212,6 +214,7 @@ def test_nonfinite_tensors_reads_each_stored_value_once():
 @pytest.mark.parametrize("argv", [
     ["eval", "{d}/nan.pt", "--out", "{t}/e.json"],
     ["landscape", "{d}/nan.pt", "--out", "{t}/land", *LAND],
+    ["measures", "{d}/nan.pt", "--out", "{t}/m", *MEAS],
     ["pseudo-label", "{d}/nan.pt", "--out", "{t}/pl.npz"],
     ["export", "{d}/nan.pt", "--out", "{t}/rb.pt"],
     ["import-checkpoint", "{d}/nan_foreign.pt", "--format", "mart", "--arch", "smallcnn", "--dataset", "custom",
@@ -253,7 +256,7 @@ def test_allow_nonfinite_landscape_says_so_everywhere_and_exits_non_zero(files, 
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("awp: warning:") and "fc.weight" in err[0]
-    assert err[-1].startswith("awp: error: non-finite landscape values") and "flatness.sharpness is nan" in err[-1]
+    assert err[-1].startswith("awp: error: non-finite values") and "flatness.sharpness is nan" in err[-1]
     info = strict_loads((tmp_path / "nan" / "landscape.json").read_text())
     assert info["nonfinite_weights"] == ["fc.weight"] and info["nonfinite_points"] == 3
     assert info["flatness"]["sharpness"] is None and info["nonfinite_values"]["flatness.sharpness"] == "nan"
@@ -263,6 +266,22 @@ def test_allow_nonfinite_landscape_says_so_everywhere_and_exits_non_zero(files, 
     # Resuming reads the nulls of the stored table back as NaN: nothing is recomputed.
     assert awp_cli.main(["landscape", str(files / "nan.pt"), "--out", str(tmp_path), "--allow-nonfinite", *LAND]) == 1
     assert strict_loads((tmp_path / "nan" / "landscape.json").read_text())["points_computed"] == 0
+
+
+def test_allow_nonfinite_measures_say_so_everywhere_and_exit_non_zero(files, tmp_path, capsys):
+    code = awp_cli.main(["measures", str(files / "nan.pt"), "--out", str(tmp_path), "--allow-nonfinite", *MEAS])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("awp: warning:") and "fc.weight" in err[0]
+    assert err[-1].startswith("awp: error: non-finite values") and "weight_norm is nan" in err[-1], err
+    info = strict_loads((tmp_path / "nan" / "measures.json").read_text())
+    assert info["nonfinite_weights"] == ["fc.weight"]
+    for name in ("weight_norm", "logit_margin"):
+        assert info["measures"][name]["value"] is None
+        assert info["nonfinite_values"][f"measures.{name}.value"] == "nan"
+    # Cached nulls come back as NaN: nothing recomputed, the same verdict.
+    assert awp_cli.main(["measures", str(files / "nan.pt"), "--out", str(tmp_path), "--allow-nonfinite", *MEAS]) == 1
+    assert strict_loads((tmp_path / "nan" / "measures.json").read_text())["measures_computed"] == 0
 
 
 def test_allow_nonfinite_pseudo_label_and_export_say_so(files, tmp_path, capsys):
@@ -385,9 +404,12 @@ def _boom(*args, **kwargs):
 
 
 OUTPUT_CASES = [
-    # (argv, the first piece of work, expected text)
-    (["landscape", "{d}/good.pt", "--out", "{d}/a_file", *LAND], "landscape.evaluate:PointEvaluator.point", "is a file"),
-    (["landscape", "{d}/good.pt", "--out", "{t}", *LAND], "landscape.compute:load_run", "is a file"),  # {t}/good is a file
+    # (argv, the first piece of work, expected text); {t}/good is a file where good.pt's landscape would go
+    (["landscape", "{d}/good.pt", "--out", "{d}/a_file", *LAND], "landscape.evaluate:PointEvaluator.point",
+     "is a file"),
+    (["landscape", "{d}/good.pt", "--out", "{t}", *LAND], "landscape.compute:load_run", "is a file"),
+    (["measures", "{d}/good.pt", "--out", "{d}/a_file", *MEAS], "landscape.measure_run:load_run", "is a file"),
+    (["measures", "{d}/good.pt", "--out", "{t}", *MEAS], "landscape.measure_run:load_run", "is a file"),
     (["eval", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.evaluate:evaluate_checkpoint", "is a folder"),
     (["eval", "{d}/good.pt", "--out", "{d}/a_file/e.json"], "awp.evaluate:evaluate_checkpoint", "is a file"),
     (["pseudo-label", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.checkpoint:load_run", "is a folder"),
@@ -397,6 +419,8 @@ OUTPUT_CASES = [
     (["train", "--preset", "digits-at", "epochs=1", "--out", "{d}/a_file/run"], "awp.train:build_dataset", "is a file"),
     (["correlate", "--runs", "{d}", "--out", "{d}/a_folder"], "analysis.catalog:collect_runs", "is a folder"),
     (["figures", "--runs", "{d}", "--out", "{d}/a_file"], "analysis.catalog:collect_runs", "is a file"),
+    (["correlate", "--runs", "{d}", "--measures", "{d}", "--ranking-dir", "{d}/a_file"],
+     "analysis.catalog:collect_runs", "is a file"),
     (["demo", "--quick", "--out", "{d}/a_file", "--work", "{t}/work"], "analysis.demo:_parallel", "is a file"),
     (["demo", "--quick", "--out", "{t}/fig", "--work", "{d}/a_file/work"], "analysis.demo:_parallel", "is a file"),
 ]
