@@ -63,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return int(importlib.import_module("analysis.demo").run(args) or 0)
     from analysis.catalog import collect_runs, unique_checkpoints
+    from awp.io import check_output_file, check_output_folder
 
+    if args.out:  # before the catalog, which may recompute metrics
+        (check_output_folder if args.command == "figures" else check_output_file)(args.out, "--out")
+    if getattr(args, "measures", None):
+        check_output_folder(args.ranking_dir or args.measures[0], "--ranking-dir")
     runs = args.runs[0] if len(args.runs) == 1 else args.runs
     catalog = collect_runs(runs, args.landscapes or args.runs, recompute=args.recompute, device=args.device,
                            measures=getattr(args, "measures", None))

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from awp.errors import UsageError
-from awp.io import atomic_write_json, atomic_write_text
+from awp.io import atomic_write_json, atomic_write_text, check_output_folder
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def run_demo(out: str | Path = "figures", work: str | Path = "runs/demo", *, qui
     started = time.perf_counter()
     s = QUICK if quick else Settings()
     workers = workers or max(1, min(2, os.cpu_count() or 1))
-    out, work = Path(out), Path(work)
+    out, work = check_output_folder(out, "--out"), check_output_folder(work, "--work")
     runs_dir, lands_dir = work / "runs", work / "landscapes"
     common = {"epochs": s.epochs, "save_every": s.save_every, "eval_steps": s.eval_steps}
     runs = demo_runs()

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from awp.errors import UsageError
+from awp.errors import UsageError, UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +52,7 @@ def _eval_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--dataset", default="cifar10", help="data set of a robustbench:NAME entry")
     ev.add_argument("--threat", default="Linf", help="threat model of a robustbench:NAME entry (Linf, L2)")
     ev.add_argument("--model-dir", help="RobustBench model folder (default ./models)")
+    _allow_nonfinite(ev)
 
 
 def _pseudo_label_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +63,7 @@ def _pseudo_label_parser(subparsers: argparse._SubParsersAction) -> None:
     pl.add_argument("--out", required=True, help=".npz to write (images, labels)")
     pl.add_argument("--device", default="auto")
     pl.add_argument("--data-dir")
+    _allow_nonfinite(pl)
     pr = subparsers.add_parser("presets", help="list the training presets, or show one's recipe card",
                                description="Without NAME: one line per preset. With NAME: its resolved recipe "
                                            "(data, model, attack, BN sequence, AWP, iterations, lr of every epoch, "
@@ -90,6 +92,7 @@ def _convert_parsers(subparsers: argparse._SubParsersAction) -> None:
                     help="threat model stored for eval/landscape: Linf 8/255 or L2 0.5 (default Linf)")
     im.add_argument("--method", help="training method, recorded as is (e.g. trades-awp)")
     im.add_argument("--awp-gamma", type=float, help="AWP gamma of the run, recorded as is")
+    _allow_nonfinite(im)
 
     ex = subparsers.add_parser(
         "export", help="export a checkpoint as a state dict that RobustBench's architecture loads strictly",
@@ -102,6 +105,23 @@ def _convert_parsers(subparsers: argparse._SubParsersAction) -> None:
     ex.add_argument("--model-name", help="RobustBench model whose architecture must load the file")
     ex.add_argument("--dataset", help="RobustBench data set (default: the checkpoint's)")
     ex.add_argument("--threat", default="Linf", help="RobustBench threat model (default Linf)")
+    _allow_nonfinite(ex)
+
+
+def _allow_nonfinite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="load weights holding NaN/inf anyway (refused by default); every output then says so")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _warn_nonfinite(source: str, names: list[str] | None) -> None:
+    if names:
+        from awp.checkpoint import nonfinite_warning
+
+        _stderr(nonfinite_warning(source, names))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,22 +157,29 @@ def _eval(args: argparse.Namespace) -> int:
         eps = None if args.eps is None else parse_number(args.eps)
     except ValueError:
         raise UsageError(f"--eps {args.eps!r} is not a number (or a fraction like 8/255)") from None
+    from awp.io import atomic_write_json, check_output_file, nonfinite_paths
+
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    result = evaluate_checkpoint(args.checkpoint, attacks=attacks, split=args.split, samples=args.samples,
-                                 eps=eps, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                                 data_dir=args.data_dir, download=args.download, dataset=args.dataset,
-                                 threat=args.threat, model_dir=args.model_dir)
     if args.out:
         out = Path(args.out)
     elif args.checkpoint.startswith("robustbench:"):
         out = Path(args.checkpoint.replace(":", "_") + ".eval.json")
     else:
         out = Path(args.checkpoint).with_suffix(".eval.json")
-    from awp.io import atomic_write_json
-
+    check_output_file(out, "--out")
+    result = evaluate_checkpoint(args.checkpoint, attacks=attacks, split=args.split, samples=args.samples,
+                                 eps=eps, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                                 data_dir=args.data_dir, download=args.download, dataset=args.dataset,
+                                 threat=args.threat, model_dir=args.model_dir, allow_nonfinite=args.allow_nonfinite)
+    _warn_nonfinite(args.checkpoint, result.get("nonfinite_weights"))
     atomic_write_json(out, result)
     print(format_table(result))
     print(f"written to {out}")
+    bad = nonfinite_paths(result)
+    if bad:
+        first = next(iter(bad))
+        raise UserError(f"{len(bad)} result(s) of {args.checkpoint} are not finite ({first} is {bad[first]}); "
+                        f"written to {out} as null")
     return 0
 
 
@@ -161,7 +188,8 @@ def _pseudo_label(args: argparse.Namespace) -> int:
     from awp.runtime import resolve_device
 
     count, agreement = pseudo_label_checkpoint(args.checkpoint, args.out, source=args.source,
-                                               device=resolve_device(args.device), data_dir=args.data_dir)
+                                               device=resolve_device(args.device), data_dir=args.data_dir,
+                                               allow_nonfinite=args.allow_nonfinite, log=_stderr)
     note = f"; agreement with the true labels {agreement:.3f}" if agreement is not None else ""
     print(f"wrote {count} pseudo-labeled images to {args.out}{note}")
     return 0
@@ -192,7 +220,7 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
 
     out = import_checkpoint(args.source, format=args.format, arch=args.arch, dataset=args.dataset, out=args.out,
                             normalize=args.normalize, threat=args.threat, method=args.method,
-                            awp_gamma=args.awp_gamma)
+                            awp_gamma=args.awp_gamma, allow_nonfinite=args.allow_nonfinite, log=_stderr)
     print(f"imported {args.source} ({args.format}) as {out}")
     return 0
 
@@ -201,6 +229,7 @@ def _export(args: argparse.Namespace) -> int:
     from awp.convert import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, format=args.format, out=args.out, model_name=args.model_name,
-                            dataset=args.dataset, threat=args.threat)
+                            dataset=args.dataset, threat=args.threat, allow_nonfinite=args.allow_nonfinite,
+                            log=_stderr)
     print(f"exported {args.checkpoint} as {out} (provenance in {out.name}.provenance.json)")
     return 0

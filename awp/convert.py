@@ -27,6 +27,13 @@ sha256, format) next to the weights.
 RobustBench is an optional extra (``pip install 'awp-landscape[robustbench]'``): its own
 ``load_model`` builds and loads the model (:func:`awp.checkpoint.load_run` is the one entry point
 for our checkpoints and ``robustbench:NAME``). This module only converts.
+
+Every way in checks the weights as :mod:`awp.checkpoint` does before anything real is allocated:
+finite values (``allow_nonfinite`` to look anyway), then names, shapes and size against the
+architecture built on the meta device (size limit: ``max_params`` or ``$AWP_MAX_PARAMS``).
+RobustBench builds its own models: there the skeleton of the zoo's class is checked (size always;
+shapes of the keys its loader keeps as they are, for CIFAR entries of one file), and RobustBench's
+strict load does the rest.
 """
 from __future__ import annotations
 
@@ -34,16 +41,16 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from awp.checkpoint import (FORMAT_VERSION, ROBUSTBENCH_PREFIX, load_checkpoint, load_state_strict,
-                            read_checkpoint, safe_load, strip_prefix)
+from awp.checkpoint import (FORMAT_VERSION, ROBUSTBENCH_PREFIX, check_finite, check_size, load_checkpoint,
+                            load_state_strict, meta_skeleton, model_from_state, nonfinite_warning, read_checkpoint,
+                            safe_load, strip_prefix)
 from awp.errors import UsageError, UserError
-from awp.io import atomic_torch_save, atomic_write_json, sha256_file
-from awp.models import build_model
+from awp.io import atomic_torch_save, atomic_write_json, check_output_file, sha256_file
 
 __all__ = ["FORMATS", "EXPORT_FORMATS", "ROBUSTBENCH_PREFIX", "RobustBenchModel", "import_checkpoint",
            "load_foreign_state", "load_robustbench", "export_checkpoint", "threat_config"]
@@ -151,8 +158,9 @@ def _num_classes(dataset: str, state: dict[str, torch.Tensor]) -> int:
 
 def import_checkpoint(src: str | Path, *, format: str, arch: str, dataset: str, out: str | Path,
                       arch_kwargs: dict[str, Any] | None = None, normalize: bool | None = None,
-                      threat: str = "Linf", method: str | None = None,
-                      awp_gamma: float | None = None) -> Path:
+                      threat: str = "Linf", method: str | None = None, awp_gamma: float | None = None,
+                      allow_nonfinite: bool = False, max_params: int | None = None,
+                      log: Callable[[str], None] | None = None) -> Path:
     """Convert a published checkpoint into this toolkit's format; returns ``out``.
 
     ``format`` is a key of :data:`FORMATS`; ``arch`` one of ``awp.models.list_models()``
@@ -160,12 +168,17 @@ def import_checkpoint(src: str | Path, *, format: str, arch: str, dataset: str, 
     ``arch_kwargs``). ``normalize`` (default: the format's convention) puts the repository's
     mean/std for ``dataset`` into the model; ``arch_kwargs['mean'/'std']`` win over both.
     TRADES' unused ``sub_block1.*`` entries are dropped (listed in the provenance); anything
-    else that does not fit fails with one line naming the keys. The weights are loaded strictly
-    before anything is written.
+    else that does not fit fails with one line naming the keys. The weights are checked (finite,
+    names, shapes, size: :func:`awp.checkpoint.model_from_state`) before the model is allocated,
+    and loaded strictly before anything is written; ``allow_nonfinite`` records non-finite
+    tensors in the provenance instead of refusing them (and tells ``log``).
     """
     spec = _check_format(format)
-    src = Path(src)
+    src, out = Path(src), check_output_file(out, "--out")
     state = load_foreign_state(src, format)
+    nonfinite = check_finite(state, str(src), allow=allow_nonfinite)
+    if nonfinite and log is not None:
+        log(nonfinite_warning(str(src), nonfinite))
     kwargs = dict(arch_kwargs or {})
     num_classes = int(kwargs.pop("num_classes", _num_classes(dataset, state)))
     if normalize is None:
@@ -176,20 +189,18 @@ def import_checkpoint(src: str | Path, *, format: str, arch: str, dataset: str, 
                              f"pass arch_kwargs mean/std or normalize=False")
         mean, std = OFFICIAL_AWP_NORMALIZATION[dataset]
         kwargs["mean"], kwargs["std"] = list(mean), list(std)
-    model = build_model(arch, num_classes=num_classes, **kwargs)
     dropped = sorted(k for k in state if k.startswith("sub_block1.")) if arch.startswith("wrn") else []
     state = {k: v for k, v in state.items() if k not in set(dropped)}
-    load_state_strict(model, state, str(src))
+    model = model_from_state(arch, {**kwargs, "num_classes": num_classes}, state, str(src), max_params=max_params)
     provenance = {"source": str(src.resolve()), "sha256": sha256_file(src), "format": format,
                   "repository": spec.source, "normalized_inputs": bool(normalize),
-                  "dropped_keys": dropped}
+                  "dropped_keys": dropped, **({"nonfinite_weights": nonfinite} if nonfinite else {})}
     payload = {"format_version": FORMAT_VERSION,
                "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                "arch": arch, "arch_kwargs": dict(model.arch_kwargs), "dataset": dataset,
                "method": method or "unknown", "awp_gamma": None if awp_gamma is None else float(awp_gamma),
                "epoch": None, "metrics": {}, "config": {**threat_config(dataset, threat), "model": arch},
                "provenance": provenance}
-    out = Path(out)
     atomic_torch_save(payload, out)
     return out
 
@@ -262,19 +273,9 @@ class RobustBenchModel(nn.Module):
         return self.net(x)
 
 
-def load_robustbench(name: str, *, dataset: str = "cifar10", threat: str = "Linf",
-                     model_dir: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode, meta) of RobustBench's ``name`` through ``robustbench.utils.load_model``.
-
-    The weights come from ``{model_dir}/{dataset}/{threat}/{name}.pt`` (``model_dir`` defaults
-    to RobustBench's './models'); RobustBench downloads the file only when it is missing. The file
-    is first read by us with ``weights_only=True`` so that nothing is ever unpickled unsafely.
-    ``meta`` is shaped like :func:`awp.checkpoint.load_checkpoint`'s: ``arch`` 'robustbench:NAME',
-    ``dataset``, ``config`` (threat model: Linf 8/255 or L2 0.5), ``path``, ``sha256``, ``provenance``.
-    """
-    utils, entry, ds, tm = _zoo_entry(name, dataset, threat)
-    root = Path(model_dir) if model_dir is not None else Path("./models")
-    folder = root / ds.value / tm.value
+def _zoo_files(utils, entry: dict[str, Any], name: str, folder: Path) -> list[Path]:
+    """The file(s) of a zoo entry in ``folder`` (an ensemble has several), downloaded by
+    RobustBench's own downloader when missing, so that they can be checked before loading."""
     path = folder / f"{name}.pt"
     gdrive = entry.get("gdrive_id")
     files = [path] if not isinstance(gdrive, list) else [Path(f"{path}_m{i}.pt") for i in range(len(gdrive))]
@@ -282,14 +283,79 @@ def load_robustbench(name: str, *, dataset: str = "cifar10", threat: str = "Linf
     for file, gid in zip(files, ids):
         if not file.is_file() and gid is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            try:  # RobustBench's own downloader, so the file can be checked before it is loaded
+            try:
                 utils.download_gdrive_new(gid, str(file))
             except Exception as exc:
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"RobustBench model {name} is not in {folder} and downloading it failed "
-                                f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); "
-                                f"place {file.name} there") from None
-        if file.is_file():
-            _safe_load(file)
+                                f"({reason}); place {file.name} there") from None
+    return files
+
+
+def _tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in a loaded file, by dotted path (state dicts nest under 'state_dict', 'last'...)."""
+    if torch.is_tensor(obj):
+        return {prefix or "tensor": obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    found: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        found.update(_tensors(value, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def _zoo_key(key: str) -> str:
+    for prefix in ("module.", "model."):
+        key = key[len(prefix):] if key.startswith(prefix) else key
+    return key
+
+
+def _check_zoo_files(entry: dict[str, Any], files: list[Path], imagenet: bool, *, allow_nonfinite: bool,
+                     max_params: int | None) -> list[str]:
+    """Check a zoo entry's files before RobustBench allocates its model: every tensor finite, the
+    zoo class's size (built on the meta device), and, for one-file CIFAR entries, the shape of
+    every stored tensor whose name the class has. Returns the non-finite names (allowed)."""
+    nonfinite, state = [], {}
+    for file in (f for f in files if f.is_file()):
+        obj = _safe_load(file)
+        nonfinite += check_finite(_tensors(obj), str(file), allow=allow_nonfinite)
+        if isinstance(obj, dict):
+            obj = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
+            state = {_zoo_key(str(k)): v for k, v in obj.items() if torch.is_tensor(v)}
+    try:
+        skeleton = meta_skeleton(entry["model"])
+    except Exception:  # a class that needs real values to build (timm's drop-path schedules...)
+        return nonfinite  # nothing the file controls: RobustBench's strict load checks it
+    source = str(files[0])
+    check_size(skeleton, source, max_params)
+    if len(files) == 1 and not imagenet:
+        own = {_zoo_key(k): v for k, v in skeleton.state_dict().items()}
+        wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:
+            raise UserError(f"weights in {source} do not fit RobustBench's architecture: {len(wrong)} wrong shape "
+                            f"({wrong[0]}: stored {list(state[wrong[0]].shape)}, the architecture's "
+                            f"{list(own[wrong[0]].shape)}{', ...' if len(wrong) > 1 else ''})")
+    return nonfinite
+
+
+def load_robustbench(name: str, *, dataset: str = "cifar10", threat: str = "Linf",
+                     model_dir: str | Path | None = None, allow_nonfinite: bool = False,
+                     max_params: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, meta) of RobustBench's ``name`` through ``robustbench.utils.load_model``.
+
+    The weights come from ``{model_dir}/{dataset}/{threat}/{name}.pt`` (``model_dir`` defaults
+    to RobustBench's './models'); RobustBench downloads the file only when it is missing. The file
+    is first read by us with ``weights_only=True`` so that nothing is ever unpickled unsafely, and
+    checked before RobustBench builds anything (:func:`_check_zoo_files`). ``meta`` is shaped like
+    :func:`awp.checkpoint.load_checkpoint`'s: ``arch`` 'robustbench:NAME', ``dataset``, ``config``
+    (threat model: Linf 8/255 or L2 0.5), ``path``, ``sha256``, ``provenance`` (and
+    ``nonfinite_weights`` when ``allow_nonfinite`` let some through).
+    """
+    utils, entry, ds, tm = _zoo_entry(name, dataset, threat)
+    root = Path(model_dir) if model_dir is not None else Path("./models")
+    folder = root / ds.value / tm.value
+    files = _zoo_files(utils, entry, name, folder)
+    nonfinite = _check_zoo_files(entry, files, ds.value == "imagenet", allow_nonfinite=allow_nonfinite,
+                                 max_params=max_params)
     try:
         net = utils.load_model(model_name=name, model_dir=str(root), dataset=ds.value, threat_model=tm.value)
     except (RuntimeError, KeyError, ValueError) as exc:
@@ -302,9 +368,10 @@ def load_robustbench(name: str, *, dataset: str = "cifar10", threat: str = "Linf
     digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     meta = {"arch": model.arch, "arch_kwargs": {}, "dataset": ds.value, "method": "unknown",
             "awp_gamma": None, "epoch": None, "metrics": {}, "config": threat_config(ds.value, tm.value),
-            "path": str(existing[0]) if existing else str(path), "sha256": digest,
+            "path": str(existing[0]) if existing else str(files[0]), "sha256": digest,
             "provenance": {"source": str(existing[0].resolve()) if existing else None, "sha256": digest,
-                           "format": "robustbench", "model_name": name, "threat": tm.value}}
+                           "format": "robustbench", "model_name": name, "threat": tm.value},
+            **({"nonfinite_weights": nonfinite} if nonfinite else {})}
     return model, meta
 
 
@@ -356,7 +423,8 @@ def _fit_to_zoo(state: dict[str, torch.Tensor], name: str, dataset: str, threat:
 
 def export_checkpoint(ckpt: str | Path, *, format: str = "robustbench", out: str | Path,
                       model_name: str | None = None, dataset: str | None = None,
-                      threat: str = "Linf") -> Path:
+                      threat: str = "Linf", allow_nonfinite: bool = False,
+                      log: Callable[[str], None] | None = None) -> Path:
     """Write our checkpoint's weights as a bare state dict for RobustBench; returns ``out``.
 
     Without ``model_name`` the keys fit RobustBench's ``WideResNet(depth, widen_factor,
@@ -366,11 +434,16 @@ def export_checkpoint(ckpt: str | Path, *, format: str = "robustbench", out: str
     RobustBench registers with it), are loaded into it strictly and must give our model's
     outputs, so the file can go to ``{model_dir}/{dataset}/{threat}/{model_name}.pt``. The
     provenance goes next to it as ``<out>.provenance.json`` (a state dict holds only tensors).
+    Non-finite weights are refused unless ``allow_nonfinite`` (then listed in the provenance and
+    told to ``log``).
     """
     if format not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {format!r}; choose from: {', '.join(EXPORT_FORMATS)}")
-    ckpt = Path(ckpt)
-    payload = read_checkpoint(ckpt)
+    ckpt, out = Path(ckpt), check_output_file(out, "--out")
+    check_output_file(out.with_name(out.name + ".provenance.json"))
+    payload = read_checkpoint(ckpt, allow_nonfinite=allow_nonfinite)
+    if payload.get("nonfinite_weights") and log is not None:
+        log(nonfinite_warning(str(ckpt), payload["nonfinite_weights"]))
     state = _robustbench_state(payload, str(ckpt))
     added: list[str] = []
     if model_name is not None:
@@ -379,19 +452,19 @@ def export_checkpoint(ckpt: str | Path, *, format: str = "robustbench", out: str
         _, entry, _, _ = _zoo_entry(model_name, dataset, threat)
         target = entry["model"]()
         load_state_strict(target, state, f"the export of {ckpt}")
-        ours, _ = load_checkpoint(ckpt)
+        ours, _ = load_checkpoint(ckpt, allow_nonfinite=allow_nonfinite)
         x = torch.rand(2, int(payload["arch_kwargs"].get("in_channels", 3)), 32, 32,
                        generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            same = torch.allclose(target.eval()(x.clone()), ours.eval()(x), rtol=1e-4, atol=1e-5)
+            same = torch.allclose(target.eval()(x.clone()), ours.eval()(x), rtol=1e-4, atol=1e-5, equal_nan=True)
         if not same:
             raise UserError(f"RobustBench's {model_name} loads the weights of {ckpt} but computes other "
                             f"outputs: it is a different architecture")
-    out = Path(out)
     atomic_torch_save(state, out)
     atomic_write_json(out.with_name(out.name + ".provenance.json"),
                       {"source": str(ckpt.resolve()), "sha256": sha256_file(ckpt), "format": format,
                        "arch": payload["arch"], "arch_kwargs": payload["arch_kwargs"],
                        "model_name": model_name, "dataset": dataset or payload.get("dataset"),
-                       "threat": threat, "added_keys": added, "output_sha256": sha256_file(out)})
+                       "threat": threat, "added_keys": added, "output_sha256": sha256_file(out),
+                       **{k: payload[k] for k in ("nonfinite_weights",) if k in payload}})
     return out

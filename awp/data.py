@@ -31,14 +31,14 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from awp.augment import Augmentation, augment_batch
 from awp.errors import UsageError, UserError, require
-from awp.io import atomic_write_bytes
+from awp.io import atomic_write_bytes, check_output_file
 
 __all__ = [
     "SPLITS",
@@ -691,16 +691,21 @@ def pseudo_label(model: torch.nn.Module, images: ImageSet, *, batch_size: int = 
 
 
 def pseudo_label_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, source: str = "pool",
-                            device: Device = "cpu", data_dir: str | None = None) -> tuple[int, float | None]:
+                            device: Device = "cpu", data_dir: str | None = None, allow_nonfinite: bool = False,
+                            log: Callable[[str], None] | None = None) -> tuple[int, float | None]:
     """Pseudo-label ``source`` with a standard-trained checkpoint and write RST's ``.npz`` to ``out``.
 
     ``source``: 'pool' (the training images the checkpoint's run did not use) or an .npz/.pickle
     file (:func:`load_unlabeled`). Returns (number of images, agreement with the true labels, or
-    None when the source has none).
+    None when the source has none). ``out`` is checked first; non-finite weights are refused
+    unless ``allow_nonfinite`` (then ``log`` is told).
     """
-    from awp.checkpoint import load_run
+    from awp.checkpoint import load_run, nonfinite_warning
 
-    run = load_run(checkpoint, device, data_dir=data_dir)
+    check_output_file(out, "--out")
+    run = load_run(checkpoint, device, data_dir=data_dir, allow_nonfinite=allow_nonfinite)
+    if run.meta.get("nonfinite_weights") and log is not None:
+        log(nonfinite_warning(str(checkpoint), run.meta["nonfinite_weights"]))
     if source == "pool":
         pool = run.data.pool
         if pool is None or len(pool) == 0:

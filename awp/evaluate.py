@@ -153,10 +153,10 @@ def _import_autoattack():
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor, craft: Craft | None, *, batch_size: int,
               runtime: Runtime, generator: torch.Generator) -> float:
     """Fraction of ``x`` classified correctly after ``craft`` (None: as is): the shared loop of
-    :func:`awp.metrics.loss_and_correct`, read once at the end."""
+    :func:`awp.metrics.loss_and_correct`, read once at the end; NaN when some logit is not finite."""
     sums = loss_and_correct(model, device_batches(x, y, batch_size, runtime), craft, runtime=runtime,
                             generator=generator)
-    return int(sums[1]) / len(x)
+    return float(sums[1]) / len(x)
 
 
 def _crafter(name: str, model: nn.Module, *, eps: float, step: float, norm: str) -> Craft | None:
@@ -246,7 +246,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *,
     must match where the model lives. The model is in eval mode throughout and left as it was.
 
     Returns ``{"samples", "eps", "norm", "seed", "results": {name: {"accuracy", "attack"}}}``,
-    ``attack`` describing the attack's full settings.
+    ``attack`` describing the attack's full settings. Where the model's logits are not finite for
+    some image, that accuracy is NaN (:func:`awp.metrics.loss_and_correct`), never a count of argmaxes of NaN.
     Raises :class:`UsageError` for an unknown attack or bad arguments, :class:`UserError` when
     AutoAttack is asked for and pyautoattack is not installed.
     """
@@ -281,7 +282,7 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
                         samples: int | None = None, eps: float | None = None, batch_size: int = 256,
                         seed: int = 0, device: str = "auto", data_dir: str | None = None,
                         download: bool = False, dataset: str = "cifar10", threat: str = "Linf",
-                        model_dir: str | None = None) -> dict[str, Any]:
+                        model_dir: str | None = None, allow_nonfinite: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on the first ``samples`` images (all when None) of a split of its data set.
 
     The data set and its split are rebuilt from the training config stored in the checkpoint (same
@@ -294,6 +295,8 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     dict plus ``checkpoint``, ``sha256``, ``arch``, ``dataset``, ``method``, ``awp_gamma``,
     ``epoch`` and ``split``. ``path`` may also be ``robustbench:NAME`` (``dataset``, ``threat`` and
     ``model_dir`` then say which RobustBench entry; see :func:`awp.checkpoint.load_run`).
+    Non-finite weights are refused unless ``allow_nonfinite``; the result then lists them under
+    ``nonfinite_weights``.
     """
     from awp.checkpoint import load_run
     from awp.data import SPLITS
@@ -308,7 +311,7 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
         _import_autoattack()
     runtime = resolve_runtime(device)
     run = load_run(path, runtime.device, data_dir=data_dir, download=download, dataset=dataset, threat=threat,
-                   model_dir=model_dir)
+                   model_dir=model_dir, allow_nonfinite=allow_nonfinite)
     model, meta, config = run.model, run.meta, run.config
     x, y = run.split(split).tensors(limit=samples)  # the first images: a fixed subset, the same every time
     threat = eval_threat(config.dataset, config.norm, config.eps, eps)
@@ -317,7 +320,8 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     header = {"checkpoint": str(path), "sha256": meta["sha256"], "arch": meta.get("arch"),
               "dataset": meta.get("dataset", config.dataset), "method": meta.get("method", config.method),
               "awp_gamma": meta.get("awp_gamma", config.awp_gamma), "epoch": meta.get("epoch"), "split": split,
-              "threat": threat.source}
+              "threat": threat.source,
+              **({"nonfinite_weights": meta["nonfinite_weights"]} if meta.get("nonfinite_weights") else {})}
     return {**header, **result}
 
 

@@ -8,6 +8,12 @@ Temporary files are hidden and end in ``.tmp`` (``.last.pt.HOST-PID.XXXX.tmp``),
 looks for real outputs can mistake one for a checkpoint or a table; those left behind by a killed
 process are removed by the next write into the same folder (:func:`remove_stale_temporaries`).
 Files get the permissions of a plain ``open()`` (umask), not ``mkstemp``'s owner-only 0600.
+
+JSON is strict (RFC 8259): a NaN or infinite float is written as ``null`` and its place and kind
+are listed under the top-level key ``nonfinite_values`` (``{"flatness.sharpness": "nan"}``), so
+every reader, ``jq`` and ``json.loads(..., parse_constant=...)`` included, can parse it and still
+see what was not finite (:func:`strict_json`). Commands check where they will write before they
+compute anything (:func:`check_output_folder`, :func:`check_output_file`).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import socket
@@ -23,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from awp.errors import UserError
@@ -138,6 +146,38 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
     remove_stale_temporaries(folder)
 
 
+def _writable_folder(folder: Path, target: Path) -> None:
+    """One line unless ``folder`` (existing or not) can be created and written into to write ``target``."""
+    found = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not found.is_dir():
+        raise UserError(f"cannot write {target}: {found} is a file, not a folder")
+    if not os.access(found, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {target}: {found} is not writable (permission denied)")
+
+
+def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Fail with one line, before any work, unless ``path`` can be used as a folder to write into.
+
+    ``path`` may not exist yet (nothing is created here): then its nearest existing ancestor must
+    be a writable folder. A file in its place, or above it, is named in the message.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder")
+    _writable_folder(path, path)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Fail with one line, before any work, unless a file can be written at ``path``: not a
+    folder, and its folder writable or creatable."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not a file")
+    _writable_folder(path.parent, path)
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     _atomic_write(Path(path), lambda handle: handle.write(data))
@@ -148,9 +188,54 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+NONFINITE_KEY = "nonfinite_values"
+
+
+def strict_json(obj: Any) -> tuple[Any, dict[str, str]]:
+    """(``obj`` with every NaN/infinite float replaced by None, {path: 'nan' | 'inf' | '-inf'}).
+
+    Paths are dotted keys with list indices, e.g. ``rows[3].loss``; numpy scalars become Python
+    numbers on the way. Nothing else changes.
+    """
+    found: dict[str, str] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, (float, np.floating)):
+            number = float(value)
+            if math.isfinite(number):
+                return number
+            found[path or "$"] = "nan" if number != number else ("inf" if number > 0 else "-inf")
+            return None
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, dict):
+            return {key: walk(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return value
+
+    return walk(obj, ""), found
+
+
+def nonfinite_paths(obj: Any) -> dict[str, str]:
+    """{path: kind} of every NaN/infinite float in ``obj`` (see :func:`strict_json`); {} when none."""
+    return strict_json(obj)[1]
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Write ``obj`` as indented strict JSON to ``path`` atomically.
+
+    Non-finite floats become ``null``, listed under ``nonfinite_values`` (``obj`` must then be a
+    dict, as every JSON file of the toolkit is). Objects JSON has no type for are written as str.
+    """
+    clean, found = strict_json(obj)
+    if found:
+        if not isinstance(clean, dict) or NONFINITE_KEY in clean:
+            raise ValueError(f"cannot record the non-finite values of {path}: the JSON is not a dict "
+                             f"or already has a {NONFINITE_KEY!r} key")
+        clean[NONFINITE_KEY] = found
+    text = json.dumps(clean, indent=2, sort_keys=False, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

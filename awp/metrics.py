@@ -78,16 +78,18 @@ def loss_and_correct(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
     The one evaluation loop of the toolkit. The model is used as it is (callers choose its mode);
     ``craft(xb, yb, generator)`` runs under the runtime's autocast and consumes ``generator``
     batch after batch. The sums stay on the device in float64 (no host sync inside the loop).
+    A NaN/inf loss stays NaN/inf, and the count is NaN as soon as one logit is not finite: the
+    argmax of a NaN is no prediction, and counting it would average the fault away.
     """
-    totals = torch.zeros(2, dtype=torch.float64, device=runtime.device)
+    totals = torch.zeros(3, dtype=torch.float64, device=runtime.device)
     for xb, yb in batches:
         with runtime.autocast():
             x_in = xb if craft is None else craft(xb, yb, generator)
             with torch.no_grad():
                 logits = model(x_in).float()
-        totals += torch.stack([F.cross_entropy(logits, yb, reduction="sum"),
-                               (logits.argmax(1) == yb).sum()]).double()
-    return totals
+        totals += torch.stack([F.cross_entropy(logits, yb, reduction="sum"), (logits.argmax(1) == yb).sum(),
+                               (~logits.isfinite().all(1)).sum()]).double()
+    return torch.stack([totals[0], torch.where(totals[2] > 0, torch.nan, totals[1])])
 
 
 def clean_and_robust(model: nn.Module, x: Tensor, y: Tensor, attack: AttackSpec, *,

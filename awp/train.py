@@ -32,7 +32,7 @@ from awp.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 from awp.config import TrainConfig, config_from_dict
 from awp.data import SPLITS, DataSplits, build_dataset, iterate_batches, iterate_mixed_batches
 from awp.errors import UserError, UsageError
-from awp.io import atomic_write_json, read_csv_rows, write_csv
+from awp.io import atomic_write_json, check_output_folder, read_csv_rows, write_csv
 from awp.methods import Method, get_method
 from awp.metrics import AttackSpec, clean_and_robust, metric_attack
 from awp.models import build_model
@@ -368,6 +368,7 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
 def _check_run_folder(run: Path, config: TrainConfig, resume: bool) -> None:
     if run.exists() and not run.is_dir():
         raise UsageError(f"--out {run} is a file, not a folder")
+    check_output_folder(run, "--out")
     has_run = (run / "metrics.csv").exists() or (run / "last.pt").exists()
     if has_run and not resume:
         raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")

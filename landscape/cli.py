@@ -97,6 +97,8 @@ def _sample_and_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threat", default="Linf", help="threat model of robustbench:NAME entries (Linf, L2)")
     p.add_argument("--model-dir", help="RobustBench model folder (default ./models)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load weights holding NaN/inf anyway (refused by default); every output then says so")
 
 
 def config_from_args(args: argparse.Namespace) -> "LandscapeConfig":
@@ -135,7 +137,9 @@ def _names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _check_paths(paths: list[Path]) -> None:
+def _check_paths(paths: list[Path], out: Path) -> None:
+    from awp.io import check_output_folder
+
     for p in paths:  # fail before any work, with one line
         if str(p).startswith("robustbench:"):
             continue
@@ -143,6 +147,13 @@ def _check_paths(paths: list[Path]) -> None:
             raise UserError(f"{p} is a folder, not a checkpoint file")
         if not p.is_file():
             raise UserError(f"checkpoint not found: {p}")
+    for folder in [out] + [out / name for name in _names(paths)]:
+        check_output_folder(folder, "--out")  # before the first point, not after the last
+
+
+def _nonfinite_error(problems: list[str], out: Path) -> UserError:
+    return UserError(f"non-finite values, written as nan (CSV) / null (JSON) in {out}: {problems[0]}"
+                     + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,22 +164,27 @@ def run(args: argparse.Namespace) -> int:
 def _landscape(args: argparse.Namespace) -> int:
     """Compute, save and plot the landscape of every checkpoint (:func:`landscape.compute_landscape`)."""
     from awp import distributed
+    from awp.checkpoint import nonfinite_warning
     from awp.runtime import resolve_device
     from landscape.compute import compute_landscape
+    from landscape.io import nonfinite_results
     from landscape.plot import plot_curves
 
     config = config_from_args(args)
     paths = [Path(p) for p in args.checkpoints]
-    _check_paths(paths)
     out = Path(args.out)
+    _check_paths(paths, out)
     main = distributed.is_main
     with distributed.session(resolve_device(args.device)):
-        curves = {}
+        curves, problems = {}, []
         for path, name in zip(paths, _names(paths)):
             result = compute_landscape(path, config, out / name, device=args.device, data_dir=args.data_dir,
                                        progress=not args.quiet, dataset=args.dataset, threat=args.threat,
-                                       model_dir=args.model_dir)
+                                       model_dir=args.model_dir, allow_nonfinite=args.allow_nonfinite)
             curves[name] = result.table
+            problems += [f"{path}: {p}" for p in nonfinite_results(result.table.to_dict("records"), result.info)]
+            if result.info.get("nonfinite_weights") and main():
+                print(nonfinite_warning(str(path), result.info["nonfinite_weights"]), file=sys.stderr)
             if not args.quiet and main():
                 print(f"{path}: {_summary(result.info)}", file=sys.stderr)
         if main():
@@ -177,6 +193,8 @@ def _landscape(args: argparse.Namespace) -> int:
                             steps=config.steps)
             print(f"landscape saved in {out}")
         distributed.barrier()  # the files exist when any rank returns
+    if problems:
+        raise _nonfinite_error(problems, out)
     return 0
 
 
@@ -217,22 +235,31 @@ def measure_config_from_args(args: argparse.Namespace) -> "MeasureConfig":
 def _measures(args: argparse.Namespace) -> int:
     """Compute and save the measures of every checkpoint (:func:`landscape.measure_run.compute_measures`)."""
     from awp import distributed
+    from awp.checkpoint import nonfinite_warning
+    from awp.io import nonfinite_paths
     from awp.runtime import resolve_device
     from landscape.measure_run import compute_measures
 
     config = measure_config_from_args(args)
     paths = [Path(p) for p in args.checkpoints]
-    _check_paths(paths)
     out = Path(args.out)
+    _check_paths(paths, out)
     say = (lambda message: print(message, file=sys.stderr)) if not args.quiet and distributed.is_main() else None
+    problems = []
     with distributed.session(resolve_device(args.device)):
         for path, name in zip(paths, _names(paths)):
             result = compute_measures(path, config, out / name, device=args.device, data_dir=args.data_dir,
-                                      log=say, dataset=args.dataset, threat=args.threat, model_dir=args.model_dir)
+                                      log=say, dataset=args.dataset, threat=args.threat, model_dir=args.model_dir,
+                                      allow_nonfinite=args.allow_nonfinite)
+            problems += [f"{path}: {k} is {v}" for k, v in nonfinite_paths(result.values).items()]
+            if result.info.get("nonfinite_weights") and distributed.is_main():
+                print(nonfinite_warning(str(path), result.info["nonfinite_weights"]), file=sys.stderr)
             if say is not None:
                 say(f"{path}: {result.info['measures_computed']} computed, {result.info['measures_reused']} reused "
                     f"-> {result.path}")
         if distributed.is_main():
             print(f"measures saved in {out}")
         distributed.barrier()
+    if problems:
+        raise _nonfinite_error(problems, out)
     return 0

@@ -278,7 +278,9 @@ def _info(run: Run, settings: dict[str, Any], key: str, total: int, computed: in
             "epoch": meta.get("epoch"), "metrics": meta.get("metrics"), "settings": settings,
             "cache_key": key, "points_total": total, "points_computed": computed,
             "points_reused": total - computed, "flatness": flatness,
-            "direction_semantics": "direction column = the direction's seed"}
+            "direction_semantics": "direction column = the direction's seed",
+            # weights that --allow-nonfinite let through: every number above is suspect
+            **({"nonfinite_weights": meta["nonfinite_weights"]} if meta.get("nonfinite_weights") else {})}
 
 
 def _plot(df: pd.DataFrame, path: Path, config: LandscapeConfig, title: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -60,11 +61,19 @@ def weight_loss_curve(model: nn.Module, directions: Sequence[Direction], alphas:
 def curve_spread(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over directions per alpha: alpha, loss_mean, loss_std, acc_mean, acc_std, n.
 
-    std is the sample standard deviation (ddof=1; 0 with a single direction).
+    std is the sample standard deviation (ddof=1; 0 with a single direction). A NaN/inf value
+    makes its alpha's mean and std NaN/inf rather than being skipped; ``n`` counts every direction.
     """
     grouped = df.groupby("alpha", sort=True)
+
+    def mean(s: pd.Series) -> float:
+        return float(np.mean(s.to_numpy(float)))
+
+    def std(s: pd.Series) -> float:
+        return float(np.std(s.to_numpy(float), ddof=1)) if len(s) > 1 else 0.0
+
     out = pd.DataFrame({
-        "loss_mean": grouped["loss"].mean(), "loss_std": grouped["loss"].std(ddof=1).fillna(0.0),
-        "acc_mean": grouped["acc"].mean(), "acc_std": grouped["acc"].std(ddof=1).fillna(0.0),
-        "n": grouped["loss"].count()})
+        "loss_mean": grouped["loss"].agg(mean), "loss_std": grouped["loss"].agg(std),
+        "acc_mean": grouped["acc"].agg(mean), "acc_std": grouped["acc"].agg(std),
+        "n": grouped["loss"].size()})
     return out.reset_index()

@@ -150,7 +150,9 @@ class PointEvaluator:
         """[sum of CE, number correct] at w + v, on the device (no sync); inside :meth:`session`.
 
         ``perturbation``: v itself (name -> tensor) or a combination [(c_i, d_i), ...] with
-        v = sum_i c_i d_i; ``names`` restricts v to those tensors (the non-zero ones).
+        v = sum_i c_i d_i; ``names`` restricts v to those tensors (the non-zero ones). A NaN or
+        infinite loss stays so, and the count is NaN when a logit is not finite
+        (:func:`awp.metrics.loss_and_correct`).
         """
         if self._centre is None:
             raise RuntimeError("PointEvaluator.sums needs an active session()")

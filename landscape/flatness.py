@@ -10,6 +10,8 @@ correlation with the robust generalization gap measurable:
   (layers: :func:`awp.weights.is_weight`, the same set AWP perturbs).
 
 Every function returns a float and leaves the model unchanged (bit for bit, flags restored).
+A NaN or infinite loss on the way is never averaged away: the scalar it enters is NaN (or
+infinite), for the caller to report as such.
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def _per_direction(df: pd.DataFrame):
     if "direction" not in df.columns:
         df = df.assign(direction=0)
     for key, part in df.groupby("direction", sort=True):
-        part = part.groupby("alpha", sort=True)["loss"].mean()  # duplicates (resumed rows) averaged
+        # duplicates (resumed rows) averaged; a NaN stays NaN (pandas' mean would skip it)
+        part = part.groupby("alpha", sort=True)["loss"].agg(lambda s: float(np.mean(s.to_numpy(float))))
         yield key, part.index.to_numpy(float), part.to_numpy(float)
 
 
@@ -76,7 +79,8 @@ def curvature(df: pd.DataFrame, radius: float | None = None) -> float:
             alphas, losses = alphas[keep], losses[keep]
         if len(alphas) < 3:
             raise UsageError(f"curvature needs at least 3 alphas per direction (direction {key} has {len(alphas)})")
-        coefs.append(np.polyfit(alphas, losses, 2)[0])
+        # A least-squares fit through a NaN/inf has no value (numpy's SVD would fail on it).
+        coefs.append(np.polyfit(alphas, losses, 2)[0] if np.isfinite(losses).all() else np.nan)
     return float(np.mean(coefs))
 
 

@@ -8,6 +8,11 @@ every point. The cache key is the sha256 of the checkpoint's bytes and of every 
 change a number, never the file name (reusing results by file name is the stale-cache fault of
 Li et al.'s loss-landscape tool).
 
+A point whose loss or accuracy is NaN or infinite is kept as such: ``nan``/``inf`` in the CSV, and
+``null`` in the JSON files with its place listed under ``nonfinite_values`` (strict JSON,
+:func:`awp.io.atomic_write_json`); ``landscape.json`` counts such points in ``nonfinite_points``
+(:func:`nonfinite_results` says what a command must report).
+
 Each file is replaced atomically, but the table and its settings are two files: a run killed
 between writing ``landscape.csv`` and ``landscape.json`` would leave a new table beside the old
 settings. So ``landscape.json`` records the sha256 of the table it describes (``csv_sha256``), and a
@@ -18,11 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from awp.errors import UserError
-from awp.io import atomic_write_json, read_csv_rows, sha256_file, write_csv
+from awp.io import atomic_write_json, nonfinite_paths, read_csv_rows, sha256_file, write_csv
 
 CSV, JSON, PNG, PARTIAL = "landscape.csv", "landscape.json", "landscape.png", "landscape.partial.json"
 KEY_VERSION = 1  # bump when the meaning of a stored number changes
@@ -37,9 +43,24 @@ def cache_key(checkpoint_sha256: str, settings: dict[str, Any]) -> str:
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
-    for k, v in row.items():
-        out[k] = int(v) if k == "direction" else float(v)
+    for k, v in row.items():  # a strict-JSON null is a value that was not finite
+        out[k] = int(v) if k == "direction" else (math.nan if v is None else float(v))
     return out
+
+
+def _nonfinite_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if not all(math.isfinite(float(r[k])) for k in ("loss", "acc") if k in r)]
+
+
+def nonfinite_results(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[str]:
+    """What of a finished landscape is not finite, one phrase each: the flatness scalars
+    (``flatness.curvature is nan``) and the points with a NaN/inf loss or accuracy; [] when all is."""
+    found = [f"{path} is {kind}" for path, kind in nonfinite_paths({"flatness": info.get("flatness") or {}}).items()]
+    bad = _nonfinite_rows(rows)
+    if bad:
+        first = ", ".join(f"{k} {v:g}" for k, v in bad[0].items() if k not in ("loss", "acc"))
+        found.append(f"{len(bad)} point(s) with a non-finite loss or accuracy (first: {first})")
+    return found
 
 
 def _table_matches(folder: Path, info: dict[str, Any]) -> bool:
@@ -82,7 +103,9 @@ def save_result(folder: str | Path, rows: list[dict[str, Any]], columns: list[st
     """The finished table, then its settings (with the table's sha256); the partial table is removed last."""
     folder = Path(folder)
     write_csv(folder / CSV, rows, columns)
-    atomic_write_json(folder / JSON, {**info, "csv_sha256": sha256_file(folder / CSV)})
+    bad = len(_nonfinite_rows(rows))
+    atomic_write_json(folder / JSON, {**info, **({"nonfinite_points": bad} if bad else {}),
+                                      "csv_sha256": sha256_file(folder / CSV)})
     (folder / PARTIAL).unlink(missing_ok=True)
 
 

@@ -147,7 +147,8 @@ def compute_measures(checkpoint: str | Path | Run, config: MeasureConfig | None 
     info = _info(run, common, entries, config, complete=True)
     if path is not None and distributed.is_main():
         atomic_write_json(path, info)
-    values = {n: float(entries[n]["value"]) for n in config.measures}
+    # a value that was not finite comes back from measures.json as null: it stays NaN
+    values = {n: float("nan") if entries[n]["value"] is None else float(entries[n]["value"]) for n in config.measures}
     return MeasuresResult(values=values, info=info, path=path)
 
 
@@ -160,4 +161,6 @@ def _info(run: Run, common: dict[str, Any], entries: dict[str, Any], config: Mea
             "epoch": meta.get("epoch"), **common, "complete": complete,
             "measures_computed": sum(1 for e in ordered.values() if e.get("computed")),
             "measures_reused": sum(1 for e in ordered.values() if not e.get("computed")),
-            "measures": ordered}
+            "measures": ordered,
+            # weights that --allow-nonfinite let through: every value above is suspect
+            **({"nonfinite_weights": meta["nonfinite_weights"]} if meta.get("nonfinite_weights") else {})}

@@ -20,7 +20,13 @@ def demo(tmp_path_factory):
     return root
 
 
+def _reject(constant: str):
+    raise AssertionError(f"{constant} in a JSON file: not JSON")
+
+
 def test_demo_writes_every_figure_with_its_csv(demo):
+    for path in demo.rglob("*.json"):  # summary.json, landscape.json, meta.json, config.json: strict JSON
+        json.loads(path.read_text(), parse_constant=_reject)
     for name in FIGURES:
         for suffix in (".png", ".pdf", ".csv"):
             assert (demo / "fig" / f"{name}{suffix}").stat().st_size > 0, name + suffix

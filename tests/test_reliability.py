@@ -81,6 +81,10 @@ def _kill(proc: subprocess.Popen, after: float, sig: int = signal.SIGKILL) -> in
     return proc.returncode
 
 
+def _reject(constant: str):
+    raise AssertionError(f"{constant} in a JSON file: not JSON")
+
+
 def _check_files(folder: Path) -> list[Path]:
     """Every real file under ``folder`` loads; returns the temporary files (hidden, ``.tmp``)."""
     temps = []
@@ -94,8 +98,8 @@ def _check_files(folder: Path) -> list[Path]:
             assert isinstance(torch.load(path, weights_only=True), dict), path
         elif path.suffix == ".csv":
             assert len(pd.read_csv(path).columns) > 1, path
-        elif path.suffix == ".json":
-            json.loads(data)
+        elif path.suffix == ".json":  # strict JSON: NaN and Infinity are not JSON
+            json.loads(data, parse_constant=_reject)
         elif path.suffix == ".png":
             assert data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82"), path
         elif path.suffix == ".pdf":
