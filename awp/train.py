@@ -18,7 +18,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -216,6 +216,8 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
     ``out_dir`` None trains in memory only (a notebook's quick try). ``resume`` continues from
     ``out_dir/last.pt``: model, optimizer, epoch, RNG states; data order and augmentation are
     functions of (seed, epoch), so the result is bit-identical to an uninterrupted run on CPU.
+    The stages: :func:`build_training`, :func:`resume_training`, :class:`RunFolder`,
+    :func:`train_one_epoch`, :func:`end_of_epoch`.
     """
     config.validate()
     runtime = resolve_runtime(config.device, config.precision, config.channels_last, config.compile)
@@ -224,16 +226,70 @@ def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool 
                     resume=resume, progress=progress, log=log)
 
 
-def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: bool, progress: bool,
+def _fit(config: TrainConfig, out: Path | None, runtime: Runtime, *, resume: bool, progress: bool,
          log: Callable[[str], None] | None) -> tuple[nn.Module, Path | None]:
     """``fit`` in a process of a group (or alone): rank 0 prints and writes, every rank trains."""
-    rank, world = distributed.rank(), distributed.world()
-    main = rank == 0
+    main = distributed.is_main()
     log = log if (log is not None and main) else (lambda message: None)
-    progress = progress and main
-    if run is not None:
-        _check_run_folder(run, config, resume)
+    if out is not None:
+        _check_run_folder(out, config, resume)
+    training = build_training(config, runtime)
+    folder = RunFolder(out, training) if out is not None else None
+    if folder is not None and resume and folder.last.exists():
+        resume_training(training, folder.last, log)
+        log(f"resuming {out} after epoch {training.state.epoch}")
+    elif folder is not None and main:
+        folder.start()  # only now, once data and model are known to load: a bad input leaves nothing behind
+    distributed.barrier()
+    state = training.state
+    bar = _progress(range(state.epoch, config.epochs), progress and main, initial=state.epoch, total=config.epochs)
+    for epoch_index in bar:
+        started = time.perf_counter()
+        stats = train_one_epoch(training, epoch_index, folder)
+        row, improved = end_of_epoch(training, epoch_index + 1, stats, started)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train_rob=f"{row['train_robust_acc']:.3f}", test_rob=f"{row['test_robust_acc']:.3f}")
+        if folder is not None:
+            folder.write_epoch(row, improved)
+    distributed.barrier()  # the files exist on return, on every rank
+    training.model.eval()
+    return training.model, out
 
+
+@dataclass
+class Training:
+    """Everything one process trains with: built by :func:`build_training`, advanced by
+    :func:`train_one_epoch` and :func:`end_of_epoch`, restored by :func:`resume_training`."""
+
+    config: TrainConfig
+    runtime: Runtime
+    data: DataSplits
+    arch_kwargs: dict[str, Any]
+    model: nn.Module                  # the weights (saved, restored)
+    forward_model: nn.Module          # compiled or not, shares model's parameters: attacks, AWP, metrics
+    train_model: nn.Module            # forward_model, wrapped in DDP under torchrun: the training backward
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    perturbation: AdversarialWeightPerturbation | None
+    attack: AttackSpec
+    state: _State = field(default_factory=_State)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_perturbation(config: TrainConfig, model: nn.Module, runtime: Runtime) -> AdversarialWeightPerturbation | None:
+    """AWP, its random baseline (``awp_kind='random'``), or None (``awp_gamma=0``): one protocol,
+    ``compute(loss_fn)`` and ``state_dict()`` / ``load_state_dict()`` for resuming."""
+    if config.awp_gamma <= 0:
+        return None
+    if config.awp_kind == "random":
+        return RandomWeightPerturbation(model, config.awp_gamma, generator=runtime.generator(config.seed + 7919))
+    return AdversarialWeightPerturbation(model, config.awp_gamma, steps=config.awp_steps)
+
+
+def build_training(config: TrainConfig, runtime: Runtime) -> Training:
+    """Stage 1: data, model, method, optimizer and weight perturbation, seeded by ``config.seed``."""
+    rank, world = distributed.rank(), distributed.world()
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     data = build_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
@@ -247,122 +303,134 @@ def _fit(config: TrainConfig, run: Path | None, runtime: Runtime, *, resume: boo
     if world > 1:  # same initial weights everywhere (DDP also broadcasts them), then per-rank draws
         torch.manual_seed(config.seed + 1_000_003 * rank)
         random.seed(config.seed + 1_000_003 * rank)
-    method = build_method(config)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
-    scaler = runtime.grad_scaler()
     forward_model = runtime.compiled(model)
     # DDP wraps the compiled model (nanoGPT's order); attacks, the AWP ascent and the evaluation
     # use forward_model, so only the training backward triggers DDP's gradient all-reduce.
-    train_model = forward_model
-    if world > 1:
-        train_model = DistributedDataParallel(
-            forward_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-    awp: AdversarialWeightPerturbation | None = None
-    if config.awp_gamma > 0 and config.awp_kind == "random":
-        awp = RandomWeightPerturbation(forward_model, config.awp_gamma,
-                                       generator=runtime.generator(config.seed + 7919))
-    elif config.awp_gamma > 0:
-        awp = AdversarialWeightPerturbation(forward_model, config.awp_gamma, steps=config.awp_steps)
-    attack = metric_attack(config)
-    state = _State()
-    rows: list[dict[str, Any]] = []
+    train_model = forward_model if world == 1 else DistributedDataParallel(
+        forward_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    return Training(config=config, runtime=runtime, data=data, arch_kwargs=arch_kwargs, model=model,
+                    forward_model=forward_model, train_model=train_model, method=build_method(config),
+                    optimizer=optimizer, scaler=runtime.grad_scaler(),
+                    perturbation=build_perturbation(config, forward_model, runtime), attack=metric_attack(config))
 
-    if run is not None and resume and (run / "last.pt").exists():
-        last = read_checkpoint(run / "last.pt", map_location=runtime.device)
-        load_state_strict(model, last["model"], str(run / "last.pt"))
-        optimizer.load_state_dict(last["optimizer"])
-        scaler.load_state_dict(last.get("scaler", {})) if last.get("scaler") else None
-        state = _State(epoch=last["epoch"], best_robust_acc=last["best_robust_acc"], best_epoch=last["best_epoch"])
-        ranks = last.get("rng_ranks")
-        if world == 1 or (ranks is not None and len(ranks) == world):
-            _set_rng_state(last["rng"] if world == 1 else ranks[rank])
-        else:  # another number of processes: the run continues, but not bit for bit
-            torch.manual_seed(config.seed + 1_000_003 * rank + 7 * last["epoch"])
-            log(f"note: {run / 'last.pt'} was written by {len(ranks or [0])} process(es), not {world}; "
-                "random draws after the resume differ from an uninterrupted run")
-        if isinstance(awp, RandomWeightPerturbation) and "awp_generator" in last["rng"]:
-            awp.generator.set_state(last["rng"]["awp_generator"].to("cpu"))
-        rows = [r for r in read_csv_rows(run / "metrics.csv") if int(r["epoch"]) <= state.epoch]
-        log(f"resuming {run} after epoch {state.epoch}")
-    elif run is not None and main:
-        try:  # only now, once data and model are known to load: a bad input leaves nothing behind
-            run.mkdir(parents=True, exist_ok=True)
+
+def resume_training(training: Training, last: Path, log: Callable[[str], None]) -> None:
+    """Stage 2 (in place): weights, optimizer, scaler, epoch and best so far, RNG states and the
+    perturbation's own state from ``last.pt``; the metrics rows of the epochs done."""
+    rank, world = distributed.rank(), distributed.world()
+    saved = read_checkpoint(last, map_location=training.runtime.device)
+    load_state_strict(training.model, saved["model"], str(last))
+    training.optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("scaler"):
+        training.scaler.load_state_dict(saved["scaler"])
+    training.state = _State(epoch=saved["epoch"], best_robust_acc=saved["best_robust_acc"],
+                            best_epoch=saved["best_epoch"])
+    ranks = saved.get("rng_ranks")
+    if world == 1 or (ranks is not None and len(ranks) == world):
+        _set_rng_state(saved["rng"] if world == 1 else ranks[rank])
+    else:  # another number of processes: the run continues, but not bit for bit
+        torch.manual_seed(training.config.seed + 1_000_003 * rank + 7 * saved["epoch"])
+        log(f"note: {last} was written by {len(ranks or [0])} process(es), not {world}; "
+            "random draws after the resume differ from an uninterrupted run")
+    if training.perturbation is not None:
+        legacy = {"generator": saved["rng"]["awp_generator"]} if "awp_generator" in saved["rng"] else {}
+        training.perturbation.load_state_dict(saved.get("perturbation") or legacy)
+    training.rows = [r for r in read_csv_rows(last.parent / "metrics.csv") if int(r["epoch"]) <= saved["epoch"]]
+
+
+def train_one_epoch(training: Training, epoch_index: int, folder: "RunFolder | None" = None) -> dict[str, Any]:
+    """Stage 3: one epoch of :func:`train_step` with the schedule's learning rate; returns the
+    epoch's lr, whether AWP was active and the mean training-batch loss and accuracy. A
+    non-finite loss (any rank) stops the run with the epoch and step, the last checkpoint kept."""
+    t, config = training, training.config
+    rank, world = distributed.rank(), distributed.world()
+    active = t.perturbation if epoch_index >= config.awp_warmup else None
+    sums = torch.zeros(2, dtype=torch.float64, device=t.runtime.device)
+    finite, lr = [], config.lr
+    iterations = iterations_per_epoch(config, len(t.data.train))
+    for i, (x, y, size) in enumerate(_batches(config, t.data, t.method, epoch_index, t.runtime, rank, world)):
+        lr = lr_at(config, epoch_index, i, iterations)
+        for group in t.optimizer.param_groups:
+            group["lr"] = lr
+        share = len(y) * world / size  # 1.0 in one process
+        stats = train_step(t.train_model, t.optimizer, t.method, t.runtime.batch(x), y, active, runtime=t.runtime,
+                           scaler=t.scaler if t.scaler.is_enabled() else None, sync=False, loss_scale=share)
+        step_stats = torch.stack([stats["loss"], stats["adv_acc"]]).double()
+        sums += step_stats if world == 1 else step_stats * share
+        finite.append(torch.isfinite(stats["loss"]))
+    if world > 1:  # global-batch means; a rank's non-finite loss stops every rank
+        sums = distributed.all_reduce_sum(sums) / world
+        finite = list(distributed.all_reduce_sum((~torch.stack(finite)).int()) == 0)
+        distributed.broadcast_buffers(t.model)  # BN running stats: rank 0's, the ones saved
+    bad = (~torch.stack(finite)).nonzero()
+    if len(bad):
+        kept = f"; the last good checkpoint is {folder.last}" if folder is not None and t.state.epoch else ""
+        raise UserError(f"non-finite training loss at epoch {epoch_index + 1}, step {int(bad[0]) + 1}{kept}"
+                        f" (lower lr, check the data, or use precision=fp32)")
+    count = len(finite)
+    return {"lr": lr, "awp_active": int(active is not None), "train_batch_loss": float(sums[0] / count),
+            "train_batch_adv_acc": float(sums[1] / count)}
+
+
+def end_of_epoch(training: Training, epoch: int, stats: dict[str, Any], started: float) -> tuple[dict[str, Any], bool]:
+    """Stage 4: the metrics row of ``epoch`` (train/val/test clean and robust accuracy and loss at
+    the unperturbed weights, eval mode) and whether it is the best so far on ``select_on``."""
+    t = training
+    t.model.eval()
+    row = {"epoch": epoch, **stats, **measure(t.forward_model, t.data, t.config, t.attack, t.runtime),
+           "attack": t.attack.name, "time": time.perf_counter() - started}
+    t.rows.append(row)
+    selected = row["val_robust_acc" if t.config.select_on == "val" else "test_robust_acc"]
+    improved = selected > t.state.best_robust_acc
+    if improved:
+        t.state.best_robust_acc, t.state.best_epoch = selected, epoch
+    t.state.epoch = epoch
+    return row, improved
+
+
+class RunFolder:
+    """Stage 5, the run folder's writer (rank 0): config.json and meta.json at the start; after
+    every epoch metrics.csv, best.pt when the selection improved, epoch_NNN.pt every ``save_every``
+    epochs and last.pt with everything :func:`resume_training` needs."""
+
+    def __init__(self, path: Path, training: Training):
+        self.path, self.training = path, training
+        self.last = path / "last.pt"
+
+    def start(self) -> None:
+        t = self.training
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"cannot create run folder {run}: {exc.strerror or exc}") from exc
-        atomic_write_json(run / "config.json", config.to_dict())
-        atomic_write_json(run / "meta.json", _meta(config, runtime))
-    distributed.barrier()
+            raise UserError(f"cannot create run folder {self.path}: {exc.strerror or exc}") from exc
+        atomic_write_json(self.path / "config.json", t.config.to_dict())
+        atomic_write_json(self.path / "meta.json", _meta(t.config, t.runtime))
 
-    def checkpoint(path: Path, epoch: int, metrics: dict[str, Any], **extra: Any) -> None:
-        save_checkpoint(path, model, arch=config.model, arch_kwargs=arch_kwargs, dataset=config.dataset,
-                        method=config.method, awp_gamma=config.awp_gamma, epoch=epoch,
-                        metrics=metrics, config=config.to_dict(), **extra)
+    def _save(self, path: Path, epoch: int, metrics: dict[str, Any], **extra: Any) -> None:
+        t = self.training
+        save_checkpoint(path, t.model, arch=t.config.model, arch_kwargs=t.arch_kwargs, dataset=t.config.dataset,
+                        method=t.config.method, awp_gamma=t.config.awp_gamma, epoch=epoch, metrics=metrics,
+                        config=t.config.to_dict(), **extra)
 
-    iterations = iterations_per_epoch(config, len(data.train))
-    bar = _progress(range(state.epoch, config.epochs), progress, initial=state.epoch, total=config.epochs)
-    for epoch_index in bar:
-        epoch = epoch_index + 1
-        started = time.perf_counter()
-        active = awp if (awp is not None and epoch_index >= config.awp_warmup) else None
-        sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)
-        finite = []
-        lr = config.lr
-        count = 0
-        for i, (x, y, size) in enumerate(_batches(config, data, method, epoch_index, runtime, rank, world)):
-            lr = lr_at(config, epoch_index, i, iterations)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            share = len(y) * world / size  # 1.0 in one process
-            stats = train_step(train_model, optimizer, method, runtime.batch(x), y, active,
-                               runtime=runtime, scaler=scaler if scaler.is_enabled() else None, sync=False,
-                               loss_scale=share)
-            step_stats = torch.stack([stats["loss"], stats["adv_acc"]]).double()
-            sums += step_stats if world == 1 else step_stats * share
-            finite.append(torch.isfinite(stats["loss"]))
-            count += 1
-        if world > 1:  # global-batch means; a rank's non-finite loss stops every rank
-            sums = distributed.all_reduce_sum(sums) / world
-            finite = list(distributed.all_reduce_sum((~torch.stack(finite)).int()) == 0)
-            distributed.broadcast_buffers(model)  # BN running stats: rank 0's, the ones saved
-        bad = (~torch.stack(finite)).nonzero()
-        if len(bad):
-            kept = f"; the last good checkpoint is {run / 'last.pt'}" if run is not None and state.epoch else ""
-            raise UserError(f"non-finite training loss at epoch {epoch}, step {int(bad[0]) + 1}{kept}"
-                            f" (lower lr, check the data, or use precision=fp32)")
-        model.eval()
-        row = {"epoch": epoch, "lr": lr, "awp_active": int(active is not None),
-               "train_batch_loss": float(sums[0] / count), "train_batch_adv_acc": float(sums[1] / count),
-               **measure(forward_model, data, config, attack, runtime),
-               "attack": attack.name, "time": time.perf_counter() - started}
-        rows.append(row)
-        selected = row["val_robust_acc" if config.select_on == "val" else "test_robust_acc"]
-        improved = selected > state.best_robust_acc
-        if improved:
-            state.best_robust_acc, state.best_epoch = selected, epoch
-        state.epoch = epoch
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(train_rob=f"{row['train_robust_acc']:.3f}", test_rob=f"{row['test_robust_acc']:.3f}")
-        if run is None:
-            continue
-        rng_ranks = distributed.all_gather_objects(_rng_state()) if world > 1 else None
-        if not main:
-            continue
-        write_csv(run / "metrics.csv", rows, COLUMNS)
+    def write_epoch(self, row: dict[str, Any], improved: bool) -> None:
+        t, epoch = self.training, row["epoch"]
+        world = distributed.world()
+        rng_ranks = distributed.all_gather_objects(_rng_state()) if world > 1 else None  # every rank joins
+        if not distributed.is_main():
+            return
+        write_csv(self.path / "metrics.csv", t.rows, COLUMNS)
         metrics = {k: v for k, v in row.items() if k != "time"}
         if improved:
-            checkpoint(run / "best.pt", epoch, {**metrics, "selected_on": config.select_on})
-        if epoch % config.save_every == 0 or epoch == config.epochs:
-            checkpoint(run / f"epoch_{epoch:03d}.pt", epoch, metrics)
-        checkpoint(run / "last.pt", epoch, metrics, optimizer=optimizer.state_dict(),
-                   scaler=scaler.state_dict() if scaler.is_enabled() else {},
-                   rng={**_rng_state(), **({"awp_generator": awp.generator.get_state()}
-                                            if isinstance(awp, RandomWeightPerturbation) else {})},
-                   best_robust_acc=state.best_robust_acc, best_epoch=state.best_epoch,
+            self._save(self.path / "best.pt", epoch, {**metrics, "selected_on": t.config.select_on})
+        if epoch % t.config.save_every == 0 or epoch == t.config.epochs:
+            self._save(self.path / f"epoch_{epoch:03d}.pt", epoch, metrics)
+        self._save(self.last, epoch, metrics, optimizer=t.optimizer.state_dict(),
+                   scaler=t.scaler.state_dict() if t.scaler.is_enabled() else {}, rng=_rng_state(),
+                   perturbation=t.perturbation.state_dict() if t.perturbation is not None else {},
+                   best_robust_acc=t.state.best_robust_acc, best_epoch=t.state.best_epoch,
                    **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}))
-    distributed.barrier()  # the files exist on return, on every rank
-    model.eval()
-    return model, run
 
 
 def _check_run_folder(run: Path, config: TrainConfig, resume: bool) -> None:
