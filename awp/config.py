@@ -121,7 +121,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
-        from awp.augment import Augmentation  # torch-backed checks, imported only when validating
+        from awp.data.augment import Augmentation  # torch-backed checks, imported only when validating
         from awp.methods import METHODS, check_bn_sequence
 
         if self.method not in METHODS:

@@ -3,7 +3,7 @@
 ``awp presets NAME [key=value ...] [--json]`` prints it. Every entry is computed by the code the
 training run itself executes, so the card cannot drift from training: the epoch length and the
 learning rate of every epoch by :mod:`awp.schedule`, the augmentation by
-:func:`awp.augment.resolve`, the model's normalization by :func:`awp.train.arch_kwargs_for`, its
+:func:`awp.data.augment.resolve`, the model's normalization by :func:`awp.train.arch_kwargs_for`, its
 parameter count by :func:`awp.models.build_model` (on the meta device: nothing is allocated), the
 training attack, loss and BatchNorm sequence by :func:`awp.train.build_method`, the per-epoch
 metric attack by :func:`awp.train.metric_attack` and the ``awp eval`` default by
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from awp import augment
+from awp.data import augment
 from awp.config import TrainConfig, preset_notes, resolve_preset
 from awp.data import dataset_spec
 from awp.evaluate import pixels

@@ -27,9 +27,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from awp import __version__, augment, distributed
+from awp import __version__, distributed
 from awp.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 from awp.config import TrainConfig, config_from_dict
+from awp.data import augment
 from awp.data import SPLITS, DataSplits, build_dataset, iterate_batches, iterate_mixed_batches
 from awp.errors import UserError, UsageError
 from awp.io import atomic_write_json, check_output_folder, read_csv_rows, write_csv

@@ -1,11 +1,11 @@
-"""Batch augmentation (awp.augment) against independent references: numpy padding and torchvision."""
+"""Batch augmentation (awp.data.augment) against independent references: numpy padding and torchvision."""
 import numpy as np
 import pytest
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from awp.augment import Augmentation, augment_batch, resolve
+from awp.data.augment import Augmentation, augment_batch, resolve
 from awp.data import iterate_batches, ImageSet
 from awp.errors import UsageError
 
