@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         from analysis.correlation import correlate
 
         if args.x == "sharpness" and catalog["sharpness"].isna().all():
-            raise UserError(f"no landscape found for any checkpoint of {' '.join(args.runs)}; run `awp landscape` on them "
+            raise UserError(f"no landscape found for any checkpoint of {' '.join(args.runs)}; "
+                            f"run `awp landscape` on them "
                             f"and pass --landscapes")
         table = correlate(unique_checkpoints(catalog), args.x, args.y, groupby=args.by,
                           n_boot=args.n_boot, ci=args.ci, seed=args.seed)

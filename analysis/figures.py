@@ -144,7 +144,8 @@ def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path
         m = read_metrics(run_dir)
         if m.empty or "gap" not in m:
             continue
-        tables.append(m[["epoch", "train_robust_acc", "test_robust_acc", "gap"]].assign(run=run, label=label, awp_gamma=gamma))
+        columns = ["epoch", "train_robust_acc", "test_robust_acc", "gap"]
+        tables.append(m[columns].assign(run=run, label=label, awp_gamma=gamma))
     if not tables:
         raise FigureSkipped("no metrics.csv in the AT runs")
     table = pd.concat(tables, ignore_index=True)[["run", "label", "awp_gamma", "epoch", "train_robust_acc",
@@ -160,7 +161,8 @@ def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path
             axes[0].plot(t["epoch"], _pct(t["test_robust_acc"]), ls="--", label=f"{label}: test", **kw)
             axes[1].plot(t["epoch"], _pct(t["test_robust_acc"]), ls="--", label=label, **kw)
             axes[2].plot(t["epoch"], _pct(t["gap"]), ls="-", label=label, **kw)
-        titles = ("train (solid) and test (dashed)\nrobust accuracy", "test robust accuracy", "robust generalization gap")
+        titles = ("train (solid) and test (dashed)\nrobust accuracy", "test robust accuracy",
+                  "robust generalization gap")
         ylabels = ("robust accuracy (%)", "test robust accuracy (%)", GAP_LABEL)
         for ax, title, ylabel in zip(axes, titles, ylabels):
             ax.set_xlabel("epoch")
@@ -175,7 +177,7 @@ def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path
 def _dedupe_legend(ax: Any, **kwargs: Any) -> None:
     handles, labels = ax.get_legend_handles_labels()
     seen: dict[str, Any] = {}
-    for h, l in zip(handles, labels):
+    for h, l in zip(handles, labels):  # noqa: E741 (handle, label)
         seen.setdefault(l, h)
     if seen:
         ax.legend(list(seen.values()), list(seen.keys()), **kwargs)
@@ -315,7 +317,8 @@ def fig_flatness_vs_gap(catalog: pd.DataFrame, out_dir: str | Path, x: str = "sh
     if len(df) < 3:
         raise FigureSkipped(f"fewer than 3 checkpoints with both {x} and gap")
     stats = correlation(df[x], df["gap"], n_boot=n_boot, seed=seed, names=(x, "gap"))
-    radius = df["sharpness_radius"].dropna().iloc[0] if "sharpness_radius" in df and df["sharpness_radius"].notna().any() else None
+    has_radius = "sharpness_radius" in df and df["sharpness_radius"].notna().any()
+    radius = df["sharpness_radius"].dropna().iloc[0] if has_radius else None
     with matplotlib.rc_context(STYLE):
         fig, ax = _subplots(figsize=(6.4, 3.6))
         labels = sorted(df["label"].unique())

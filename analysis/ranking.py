@@ -48,7 +48,8 @@ def varying_axes(df: pd.DataFrame, axes: Sequence[str] | None = None) -> list[st
         axes = [a for a in AXES if a in df.columns]
     missing = [a for a in axes if a not in df.columns]
     if missing:
-        raise UsageError(f"no column {missing[0]!r} for a hyperparameter axis; columns: {', '.join(map(str, df.columns))}")
+        raise UsageError(f"no column {missing[0]!r} for a hyperparameter axis; "
+                         f"columns: {', '.join(map(str, df.columns))}")
     return [a for a in axes if df[a].nunique(dropna=True) >= 2]
 
 

@@ -6,7 +6,8 @@ between steps (the clean probabilities of the TRADES attack) once. Results alway
 eps-ball around ``x`` and inside [0, 1]. An attack may switch the model to eval (or train) mode,
 and always restores every submodule's mode afterwards.
 
-Conventions (those of the Rice et al., TRADES and MART code): Linf PGD starts uniformly in the eps-ball; TRADES and MART start
+Conventions (those of the Rice et al., TRADES and MART code): Linf PGD starts uniformly in the
+eps-ball; TRADES and MART start
 at x + 0.001 N(0, 1); the CW loss is the margin -clamp(z_y - max_{k != y} z_k + kappa, min=0).
 """
 from __future__ import annotations

@@ -266,7 +266,8 @@ class RobustBenchModel(nn.Module):
         self.arch = f"{ROBUSTBENCH_PREFIX}{name}"
         self.arch_kwargs: dict[str, Any] = {}
         for module in self.net.modules():
-            if isinstance(module, (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.SiLU, nn.ELU)) and getattr(module, "inplace", False):
+            activation = isinstance(module, (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.SiLU, nn.ELU))
+            if activation and getattr(module, "inplace", False):
                 module.inplace = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

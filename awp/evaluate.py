@@ -291,7 +291,8 @@ def evaluate_checkpoint(path: str | Path, *, attacks: Iterable[str], split: str 
     threat model (:func:`awp.threat.eval_threat`: the AWP paper's 8/255 with step 2/255 on CIFAR,
     1/255 on SVHN, also for runs that trained at 0.031; the training eps with step eps/4 on digits
     and for L2); an explicit ``eps`` keeps the data set's step ratio. The norm is the run's. The
-    result's ``threat`` says which rule chose the radius. Evaluation is in fp32 whatever precision the run trained in. Returns :func:`evaluate`'s
+    result's ``threat`` says which rule chose the radius. Evaluation is in fp32 whatever precision
+    the run trained in. Returns :func:`evaluate`'s
     dict plus ``checkpoint``, ``sha256``, ``arch``, ``dataset``, ``method``, ``awp_gamma``,
     ``epoch`` and ``split``. ``path`` may also be ``robustbench:NAME`` (``dataset``, ``threat`` and
     ``model_dir`` then say which RobustBench entry; see :func:`awp.checkpoint.load_run`).

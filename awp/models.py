@@ -64,7 +64,8 @@ class Normalize(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        fmt = lambda t: "None" if t is None else str([round(v, 4) for v in t.flatten().tolist()])
+        def fmt(t):
+            return "None" if t is None else str([round(v, 4) for v in t.flatten().tolist()])
         return f"mean={fmt(self.mean)}, std={fmt(self.std)}"
 
 

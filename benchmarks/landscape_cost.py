@@ -91,7 +91,8 @@ def main() -> None:
     t_floor = timed(lambda: floor(model, x, y, attack, k, args.batch_size), args.repeats)
     t_naive = timed(lambda: naive(model, d, alphas, x, y, attack, args.batch_size), args.repeats)
     print(f"(a) weight_loss_curve, K points:        {t_curve:8.3f} s")
-    print(f"(b) K x (attack + forward), direct:     {t_floor:8.3f} s   ratio a/b = {t_curve / t_floor:.3f} (target <= 1.1)")
+    print(f"(b) K x (attack + forward), direct:     {t_floor:8.3f} s   "
+          f"ratio a/b = {t_curve / t_floor:.3f} (target <= 1.1)")
     print(f"(c) deep copy per point (naive):        {t_naive:8.3f} s   ratio c/a = {t_naive / t_curve:.3f}")
 
     # tracemalloc sees Python objects only; torch's CPU tensors show in the process's peak RSS, which
@@ -103,7 +104,8 @@ def main() -> None:
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(f"peak Python heap of (a) (tracemalloc): K = {k}: {peaks[0] / 1e6:.3f} MB, 2K = {2 * k}: {peaks[1] / 1e6:.3f} MB")
+    print(f"peak Python heap of (a) (tracemalloc): K = {k}: {peaks[0] / 1e6:.3f} MB, "
+          f"2K = {2 * k}: {peaks[1] / 1e6:.3f} MB")
     print(f"process peak RSS after (a) with K, then 2K points: {rss[0]:.1f} MB -> {rss[1]:.1f} MB "
           f"(+{rss[1] - rss[0]:.1f} MB)")
 

@@ -66,7 +66,8 @@ def measure_table(model, x, y, attack):
     copy_for_training = copy.deepcopy(model).train()
     unit, _ = interleaved({"fwd+bwd": lambda: train_pass(copy_for_training, x, y)}, rounds=10)
     print(f"\n(1) one training forward+backward over {len(x)} samples: {unit['fwd+bwd'] * 1e3:.1f} ms (median of 10)")
-    print(f"{'measure':24s} {'forwards':>9s} {'time (s)':>9s} {'time/fwd+bwd':>13s}   registry cost (S = {attack.steps})")
+    print(f"{'measure':24s} {'forwards':>9s} {'time (s)':>9s} {'time/fwd+bwd':>13s}   "
+          f"registry cost (S = {attack.steps})")
     for name, spec in MEASURES.items():
         measure(name, model, (x, y), attack)  # warm-up
         seen, handle = count_forwards(model, len(x))

@@ -268,7 +268,8 @@ class Pair:
 
 
 def check_same_math(pair, x, y) -> tuple[float, float, float]:
-    """One step each from the same weights and RNG state: (max |w_ours - w_orig|, max |w_ours - w0|, max buffer diff)."""
+    """One step each from the same weights and RNG state:
+    (max |w_ours - w_orig|, max |w_ours - w0|, max buffer diff)."""
     w0 = {k: v.clone() for k, v in pair.ours_model.state_dict().items()}
     torch.manual_seed(1234)
     pair.ours(x, y)

@@ -81,7 +81,8 @@ def _sample_and_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
     p.add_argument("--samples", type=int, default=256, help="fixed seeded subset of the split (default 256)")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample subset (default 0)")
-    p.add_argument("--eps", help="attack radius (default: the data set's evaluation threat model, CIFAR/SVHN 8/255, digits the "
+    p.add_argument("--eps", help="attack radius (default: the data set's evaluation threat model, CIFAR/SVHN 8/255, "
+                                 "digits the "
                         "training eps); fractions like 8/255 work")
     p.add_argument("--step-size", help="attack step (default: that threat model's, 2/255 on CIFAR, 1/255 on SVHN, "
                                           "eps/4 otherwise)")

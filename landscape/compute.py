@@ -39,7 +39,8 @@ DEFAULT_ALPHAS = tuple(round(v, 12) for v in np.linspace(-1, 1, 21).tolist())
 class LandscapeConfig:
     """Every setting of a landscape; checked on construction (one line per bad value).
 
-    ``eps`` / ``step_size`` None: the data set's evaluation threat model (:func:`awp.threat.eval_threat`). ``surface``: a 2-D grid
+    ``eps`` / ``step_size`` None: the data set's evaluation threat model
+    (:func:`awp.threat.eval_threat`). ``surface``: a 2-D grid
     along the first two directions (``betas`` default: the alphas). ``xi`` > 0 adds worst- and
     average-case sharpness (Stutz et al. 2021) within ||nu_l|| <= xi ||w_l||.
     """

@@ -39,7 +39,8 @@ class MeasureConfig:
 
     ``measures``: names from :data:`landscape.measures.MEASURES` (empty: all of them). ``clean``:
     measure on the clean loss (attack None) where a measure allows it. ``eps`` / ``step_size`` None:
-    the data set's evaluation threat model (:func:`awp.threat.eval_threat`). ``settings``: per-measure overrides of its defaults,
+    the data set's evaluation threat model (:func:`awp.threat.eval_threat`). ``settings``:
+    per-measure overrides of its defaults,
     e.g. ``{"pac_bayes_sharpness": {"draws": 3}}``.
     """
 

@@ -22,3 +22,11 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory):
+    """The bad and crafted inputs of tests/bad_files.py (a tiny real run among them), built once."""
+    from bad_files import make_bad_files
+
+    return make_bad_files(tmp_path_factory.mktemp("bad"))

@@ -302,44 +302,6 @@ def test_cli_resumes_a_partial_table(checkpoint, tmp_path, monkeypatch):
     assert not (out / checkpoint.stem / "landscape.partial.json").exists()
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--alphas", "-1:1"], "--alphas"),
-    (["--alphas", "a:b:3"], "--alphas"),
-    (["--directions", "0"], "--directions"),
-    (["--split", "val"], "val"),
-])
-def test_cli_errors_are_one_line(checkpoint, tmp_path, capsys, extra, needle):
-    code = _run([checkpoint, "--out", tmp_path, "--samples", "8", "--steps", "1", "--quiet", *extra])
-    err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
-
-
-def test_cli_missing_checkpoint(tmp_path, capsys):
-    code = _run([tmp_path / "nope.pt", "--out", tmp_path, "--quiet"])
-    err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1 and "not found" in err
-
-
-def test_cli_model_based_flatness_equals_the_api(checkpoint, tmp_path):
-    from landscape.flatness import average_sharpness, worst_case_sharpness
-
-    out = tmp_path / "xi"
-    args = [checkpoint, "--out", out, "--alphas", "-0.5:0.5:3", "--directions", "1", "--samples", "32",
-            "--steps", "2", "--seed", "4", "--xi", "0.02", "--xi-steps", "2", "--xi-samples", "2",
-            "--quiet", "--device", "cpu"]
-    assert _run(args) == 0
-    flat = json.loads((out / checkpoint.stem / "landscape.json").read_text())["flatness"]
-    model, _ = load_checkpoint(checkpoint)
-    train = build_dataset("digits", val_size=0, train_subset=300).train
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    x, y = train.batch(order[:32].sort().values)
-    attack = AttackSpec(eps=0.2, step_size=0.05, steps=2, seed=4)
-    assert flat["worst_case_sharpness"] == pytest.approx(worst_case_sharpness(model, (x, y), 0.02, attack, steps=2), rel=1e-6)
-    assert flat["average_sharpness"] == pytest.approx(average_sharpness(model, (x, y), 0.02, attack, samples=2, seed=4), rel=1e-6)
-    assert flat["worst_case_sharpness"] >= flat["average_sharpness"]
-    assert _run([*args[:-2], "--xi", "2"]) == 2
-
-
 # ----------------------------------------------------------------------------- library call
 
 def test_compute_landscape_equals_the_cli_byte_for_byte_and_caches(checkpoint, tmp_path):

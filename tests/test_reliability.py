@@ -10,8 +10,7 @@ input gets a clear answer (the README's "Files").
   and the code never runs.
 - Numerical faults: a NaN loss stops training with epoch and step, keeps the last good
   checkpoint, and ``--resume`` continues.
-- Clear errors: a table of bad inputs across the commands that tests/test_cli.py does not cover
-  (landscape, correlate, figures, pseudo-label, demo, resume), each one line and the right code.
+- Clear errors: the table of bad inputs of every command is tests/test_bad_inputs.py.
 
 Subprocesses run ``sys.executable -m awp_cli`` with ``OMP_NUM_THREADS=1`` (deterministic CPU kernels).
 """
@@ -20,7 +19,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import pickle
 import random
 import re
 import signal
@@ -387,45 +385,11 @@ def test_landscape_killed_at_random_moments_resumes_without_recomputing(referenc
 
 
 # --------------------------------------------------------------------------- 3. safe loading
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A tiny real run (val_size=0, so it has no validation split) plus bad and crafted files."""
-    d = tmp_path_factory.mktemp("rel")
-    run = d / "runs" / "tiny"
-    assert awp_cli.main(["train", "--preset", "digits-at", "epochs=2", "save_every=1", "eval_steps=1",
-                         "val_size=0", "train_subset=100", "--out", str(run), "--quiet"]) == 0
-    good = run / "epoch_001.pt"
-    data = good.read_bytes()
-    (d / "good.pt").write_bytes(data)
-    (d / "truncated.pt").write_bytes(data[: len(data) // 2])
-    (d / "empty.pt").write_bytes(b"")
-    (d / "folder.pt").mkdir()
-    (d / "a_file").write_text("x")
-    (d / "emptyruns").mkdir()
-    payload = torch.load(good, weights_only=True)
-    wrong = dict(payload, model={("head." + k if k.startswith("features.0") else k): v
-                                 for k, v in payload["model"].items()})
-    torch.save(wrong, d / "wrong_keys.pt")
-    torch.save({"weight": torch.zeros(3)}, d / "foreign.pt")
-    # crafted: the payload sits in a checkpoint that otherwise looks right
-    marker = d / "MARKER"
-    torch.save({**payload, "metrics": Evil(marker)}, d / "evil.pt")
-    torch.save({**payload, "model": Evil(marker)}, d / "evil_legacy.pt", _use_new_zipfile_serialization=False)
-    with open(d / "evil.pickle", "wb") as handle:
-        pickle.dump({"data": Evil(marker), "extrapolated_targets": [0]}, handle)
-    # a run without any landscape, and one whose single checkpoint has a landscape
-    single = d / "single" / "run"
-    single.mkdir(parents=True)
-    (single / "config.json").write_bytes((run / "config.json").read_bytes())
-    (single / "epoch_001.pt").write_bytes(data)
-    assert awp_cli.main(["landscape", str(single / "epoch_001.pt"), "--out", str(single / "land"), "--directions", "1",
-                         "--alphas", "-0.5,0,0.5", "--samples", "16", "--steps", "1", "--quiet"]) == 0
-    return d
 
 
 @pytest.mark.parametrize("name", ["evil.pt", "evil_legacy.pt"])
-def test_crafted_checkpoint_is_refused_and_its_code_never_runs(files, tmp_path, capsys, name):
-    marker, path = files / "MARKER", files / name
+def test_crafted_checkpoint_is_refused_and_its_code_never_runs(bad_files, tmp_path, capsys, name):
+    marker, path = bad_files / "MARKER", bad_files / name
     with pytest.raises(UserError, match="refusing to load") as info:
         load_checkpoint(path)
     message = str(info.value)
@@ -439,21 +403,21 @@ def test_crafted_checkpoint_is_refused_and_its_code_never_runs(files, tmp_path, 
     assert not list(tmp_path.iterdir())
 
 
-def test_crafted_rst_pickle_is_refused(files, tmp_path, capsys):
+def test_crafted_rst_pickle_is_refused(bad_files, tmp_path, capsys):
     from awp.data import load_unlabeled
 
     with pytest.raises(UserError, match="refusing to unpickle"):
-        load_unlabeled(files / "evil.pickle")
-    argv = ["pseudo-label", files / "good.pt", "--source", files / "evil.pickle", "--out", tmp_path / "pl.npz"]
+        load_unlabeled(bad_files / "evil.pickle")
+    argv = ["pseudo-label", bad_files / "good.pt", "--source", bad_files / "evil.pickle", "--out", tmp_path / "pl.npz"]
     assert awp_cli.main([str(a) for a in argv]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "refusing to unpickle" in err
-    assert not (files / "MARKER").exists() and not (tmp_path / "pl.npz").exists()
+    assert not (bad_files / "MARKER").exists() and not (tmp_path / "pl.npz").exists()
 
 
-def test_wrong_weights_name_missing_and_unexpected_keys(files):
+def test_wrong_weights_name_missing_and_unexpected_keys(bad_files):
     with pytest.raises(UserError) as info:
-        load_checkpoint(files / "wrong_keys.pt")
+        load_checkpoint(bad_files / "wrong_keys.pt")
     message = str(info.value)
     assert "missing (features.0" in message and "unexpected (head.features.0" in message, message
 
@@ -500,88 +464,3 @@ def test_nan_loss_stops_with_epoch_and_step_and_resume_works(tmp_path, capsys, m
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2, 3, 4]
 
 
-# --------------------------------------------------------------------------- 5. clear errors
-L = ["--directions", "1", "--alphas", "-0.5,0,0.5", "--samples", "16", "--steps", "1", "--quiet"]
-CASES = [
-    # awp landscape
-    ("landscape: empty alpha range", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "1:-1:0"], 2, "--alphas"),
-    ("landscape: alphas not numbers", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "a:b:c"], 2, "--alphas"),
-    ("landscape: infinite alpha", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "0,inf"], 2, "--alphas"),
-    ("landscape: zero directions", ["landscape", "{d}/good.pt", "--out", "{out}", "--directions", "0"], 2, "--directions"),
-    ("landscape: split the run lacks", ["landscape", "{d}/good.pt", "--out", "{out}", "--split", "val", *L], 2, "no 'val' split"),
-    ("landscape: missing checkpoint", ["landscape", "{d}/missing.pt", "--out", "{out}", *L], 1, "not found"),
-    ("landscape: empty checkpoint", ["landscape", "{d}/empty.pt", "--out", "{out}", *L], 1, "is empty"),
-    ("landscape: truncated checkpoint", ["landscape", "{d}/truncated.pt", "--out", "{out}", *L], 1, "truncated or corrupt"),
-    ("landscape: folder as checkpoint", ["landscape", "{d}/folder.pt", "--out", "{out}", *L], 1, "is a folder"),
-    ("landscape: wrong architecture", ["landscape", "{d}/wrong_keys.pt", "--out", "{out}", *L], 1, "do not fit the architecture"),
-    ("landscape: not a toolkit checkpoint", ["landscape", "{d}/foreign.pt", "--out", "{out}", *L], 1, "not a checkpoint of this toolkit"),
-    ("landscape: non-writable output", ["landscape", "{d}/good.pt", "--out", "{d}/a_file/out", *L], 1, "is a file, not a folder"),
-    ("landscape: negative eps", ["landscape", "{d}/good.pt", "--out", "{out}", "--eps", "-0.1", *L], 2, "--eps is in [0, 1]"),
-    ("landscape: eps not a number", ["landscape", "{d}/good.pt", "--out", "{out}", "--eps", "big", *L], 2, "--eps"),
-    ("landscape: unknown loss", ["landscape", "{d}/good.pt", "--out", "{out}", "--loss", "hinge"], 2, "invalid choice"),
-    ("landscape: zero samples", ["landscape", "{d}/good.pt", "--out", "{out}", "--samples", "0"], 2, "--samples"),
-    ("landscape: grid2d with one direction", ["landscape", "{d}/good.pt", "--out", "{out}", "--grid2d", "--directions", "1"], 2, "--grid2d"),
-    ("landscape: wrong type", ["landscape", "{d}/good.pt", "--out", "{out}", "--directions", "two"], 2, "invalid int"),
-    # awp correlate / awp figures
-    ("correlate: missing runs folder", ["correlate", "--runs", "{d}/nothere"], 1, "not found"),
-    ("correlate: empty runs folder", ["correlate", "--runs", "{d}/emptyruns"], 1, "is empty"),
-    ("correlate: runs is a file", ["correlate", "--runs", "{d}/a_file"], 1, "not a folder"),
-    ("correlate: runs without landscapes", ["correlate", "--runs", "{d}/runs"], 1, "no landscape found"),
-    ("correlate: single checkpoint", ["correlate", "--runs", "{d}/single"], 2, "at least 3 checkpoints"),
-    ("figures: missing runs folder", ["figures", "--runs", "{d}/nothere", "--out", "{out}"], 1, "not found"),
-    ("figures: empty runs folder", ["figures", "--runs", "{d}/emptyruns", "--out", "{out}"], 1, "is empty"),
-    ("figures: no --out", ["figures", "--runs", "{d}/runs"], 2, "--out"),
-    # awp pseudo-label
-    ("pseudo-label: missing checkpoint", ["pseudo-label", "{d}/missing.pt", "--out", "{out}/pl.npz"], 1, "not found"),
-    ("pseudo-label: non-writable output", ["pseudo-label", "{d}/good.pt", "--out", "{d}/a_file/pl.npz"], 1, "is a file, not a folder"),
-    ("pseudo-label: missing source", ["pseudo-label", "{d}/good.pt", "--source", "{d}/none.npz", "--out", "{out}/pl.npz"], 1, "not found"),
-    ("pseudo-label: source not data", ["pseudo-label", "{d}/good.pt", "--source", "{d}/a_file", "--out", "{out}/pl.npz"], 1, "cannot read"),
-    # awp demo
-    ("demo: zero workers", ["demo", "--workers", "0", "--out", "{out}", "--work", "{out}/work"], 2, "--workers"),
-    # awp train: resuming and run folders
-    ("train: resume with another config", ["train", "--preset", "digits-at", "epochs=3", "save_every=1", "eval_steps=1",
-                                           "val_size=0", "train_subset=100", "--out", "{d}/runs/tiny", "--resume"], 2, "different config"),
-    ("train: existing run without --resume", ["train", "--preset", "digits-at", "--out", "{d}/runs/tiny"], 2, "already holds a run"),
-    ("train: --out is a file", ["train", "--preset", "digits-at", "epochs=1", "--out", "{d}/a_file"], 2, "is a file"),
-    ("train: two bad overrides", ["train", "--preset", "digits-at", "awp_gamma=1.5", "colour=red", "--out", "{out}"], 2, "colour"),
-    # awp eval: what tests/test_cli.py leaves out
-    ("eval: zero samples", ["eval", "{d}/good.pt", "--samples", "0"], 2, "samples"),
-    ("eval: no attack", ["eval", "{d}/good.pt", "--attacks", ""], 2, "no attack"),
-    ("eval: non-writable output", ["eval", "{d}/good.pt", "--attacks", "clean", "--samples", "10",
-                                   "--out", "{d}/a_file/e.json"], 1, "is a file, not a folder"),
-]
-
-
-def _case_id(case) -> str:
-    return case.id if hasattr(case, "id") else case[0]
-
-
-@pytest.mark.parametrize("name, argv, code, text", CASES, ids=[_case_id(c) for c in CASES])
-def test_bad_input_gives_one_line(files, tmp_path, capsys, name, argv, code, text):
-    out = tmp_path / "out"
-    before = _snapshot(files)
-    argv = [a.format(d=files, out=out) for a in argv]
-    assert awp_cli.main(argv) == code, capsys.readouterr().err
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("awp: error: ") and "Traceback" not in err and text in err, err
-    assert not out.exists()  # nothing written, not even an empty folder
-    assert _snapshot(files) == before  # the inputs and existing runs are untouched, no temporaries left
-    assert not (files / "MARKER").exists()
-
-
-def test_table_covers_every_command():
-    commands = {c[1][0] if not hasattr(c, "values") else c.values[1][0] for c in CASES}
-    assert {"landscape", "correlate", "figures", "pseudo-label", "demo", "train", "eval"} <= commands
-    assert len(CASES) >= 15
-
-
-def test_multi_line_messages_are_joined_into_one(capsys, monkeypatch):
-    import awp.cli
-
-    def boom(args):
-        raise UserError("first line\nsecond line")
-
-    monkeypatch.setattr(awp.cli, "run", boom)
-    assert awp_cli.main(["presets"]) == 1
-    assert capsys.readouterr().err.strip() == "awp: error: first line | second line"

@@ -1,0 +1,166 @@
+"""Every bad input of every command gets one clear line on stderr and the right exit status (2 for
+bad usage), and leaves nothing behind: no output, no temporary file, the inputs untouched, and a
+crafted file's code never run. One table for all commands; the files come from tests/bad_files.py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import awp_cli
+from awp.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, 0)
+            for p in folder.rglob("*")}
+
+
+L = ["--directions", "1", "--alphas", "-0.5,0,0.5", "--samples", "16", "--steps", "1", "--quiet"]
+CASES = [
+    # awp landscape
+    ("landscape: empty alpha range", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "1:-1:0"], 2, "--alphas"),
+    ("landscape: alphas not numbers", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "a:b:c"], 2, "--alphas"),
+    ("landscape: infinite alpha", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "0,inf"], 2, "--alphas"),
+    ("landscape: zero directions", ["landscape", "{d}/good.pt", "--out", "{out}", "--directions", "0"], 2, "--directions"),
+    ("landscape: split the run lacks", ["landscape", "{d}/good.pt", "--out", "{out}", "--split", "val", *L], 2, "no 'val' split"),
+    ("landscape: missing checkpoint", ["landscape", "{d}/missing.pt", "--out", "{out}", *L], 1, "not found"),
+    ("landscape: empty checkpoint", ["landscape", "{d}/empty.pt", "--out", "{out}", *L], 1, "is empty"),
+    ("landscape: truncated checkpoint", ["landscape", "{d}/truncated.pt", "--out", "{out}", *L], 1, "truncated or corrupt"),
+    ("landscape: folder as checkpoint", ["landscape", "{d}/folder.pt", "--out", "{out}", *L], 1, "is a folder"),
+    ("landscape: wrong architecture", ["landscape", "{d}/wrong_keys.pt", "--out", "{out}", *L], 1, "do not fit the architecture"),
+    ("landscape: not a toolkit checkpoint", ["landscape", "{d}/foreign.pt", "--out", "{out}", *L], 1, "not a checkpoint of this toolkit"),
+    ("landscape: non-writable output", ["landscape", "{d}/good.pt", "--out", "{d}/a_file/out", *L], 1, "is a file, not a folder"),
+    ("landscape: negative eps", ["landscape", "{d}/good.pt", "--out", "{out}", "--eps", "-0.1", *L], 2, "--eps is in [0, 1]"),
+    ("landscape: eps not a number", ["landscape", "{d}/good.pt", "--out", "{out}", "--eps", "big", *L], 2, "--eps"),
+    ("landscape: unknown loss", ["landscape", "{d}/good.pt", "--out", "{out}", "--loss", "hinge"], 2, "invalid choice"),
+    ("landscape: zero samples", ["landscape", "{d}/good.pt", "--out", "{out}", "--samples", "0"], 2, "--samples"),
+    ("landscape: grid2d with one direction", ["landscape", "{d}/good.pt", "--out", "{out}", "--grid2d", "--directions", "1"], 2, "--grid2d"),
+    ("landscape: wrong type", ["landscape", "{d}/good.pt", "--out", "{out}", "--directions", "two"], 2, "invalid int"),
+    # awp correlate / awp figures
+    ("correlate: missing runs folder", ["correlate", "--runs", "{d}/nothere"], 1, "not found"),
+    ("correlate: empty runs folder", ["correlate", "--runs", "{d}/emptyruns"], 1, "is empty"),
+    ("correlate: runs is a file", ["correlate", "--runs", "{d}/a_file"], 1, "not a folder"),
+    ("correlate: runs without landscapes", ["correlate", "--runs", "{d}/runs"], 1, "no landscape found"),
+    ("correlate: single checkpoint", ["correlate", "--runs", "{d}/single"], 2, "at least 3 checkpoints"),
+    ("figures: missing runs folder", ["figures", "--runs", "{d}/nothere", "--out", "{out}"], 1, "not found"),
+    ("figures: empty runs folder", ["figures", "--runs", "{d}/emptyruns", "--out", "{out}"], 1, "is empty"),
+    ("figures: no --out", ["figures", "--runs", "{d}/runs"], 2, "--out"),
+    # awp pseudo-label
+    ("pseudo-label: missing checkpoint", ["pseudo-label", "{d}/missing.pt", "--out", "{out}/pl.npz"], 1, "not found"),
+    ("pseudo-label: non-writable output", ["pseudo-label", "{d}/good.pt", "--out", "{d}/a_file/pl.npz"], 1, "is a file, not a folder"),
+    ("pseudo-label: missing source", ["pseudo-label", "{d}/good.pt", "--source", "{d}/none.npz", "--out", "{out}/pl.npz"], 1, "not found"),
+    ("pseudo-label: source not data", ["pseudo-label", "{d}/good.pt", "--source", "{d}/a_file", "--out", "{out}/pl.npz"], 1, "cannot read"),
+    # awp demo
+    ("demo: zero workers", ["demo", "--workers", "0", "--out", "{out}", "--work", "{out}/work"], 2, "--workers"),
+    # awp train: resuming and run folders
+    ("train: resume with another config", ["train", "--preset", "digits-at", "epochs=3", "save_every=1", "eval_steps=1",
+                                           "val_size=0", "train_subset=100", "--out", "{d}/runs/tiny", "--resume"], 2, "different config"),
+    ("train: existing run without --resume", ["train", "--preset", "digits-at", "--out", "{d}/runs/tiny"], 2, "already holds a run"),
+    ("train: --out is a file", ["train", "--preset", "digits-at", "epochs=1", "--out", "{d}/a_file"], 2, "is a file"),
+    ("train: two bad overrides", ["train", "--preset", "digits-at", "awp_gamma=1.5", "colour=red", "--out", "{out}"], 2, "colour"),
+    # awp eval: what tests/test_cli.py leaves out
+    ("eval: zero samples", ["eval", "{d}/good.pt", "--samples", "0"], 2, "samples"),
+    ("eval: no attack", ["eval", "{d}/good.pt", "--attacks", ""], 2, "no attack"),
+    ("eval: non-writable output", ["eval", "{d}/good.pt", "--attacks", "clean", "--samples", "10",
+                                   "--out", "{d}/a_file/e.json"], 1, "is a file, not a folder"),
+    # awp train: presets, overrides, data and run folders
+    ("train: unknown preset", ["train", "--preset", "nope", "--out", "{out}"], 2, "unknown preset"),
+    ("train: unknown key", ["train", "--preset", "digits-at", "epoch=3", "--out", "{out}"], 2, "unknown setting"),
+    ("train: wrong type", ["train", "--preset", "digits-at", "epochs=three", "--out", "{out}"], 2, "not a valid int"),
+    ("train: not key=value", ["train", "--preset", "digits-at", "epochs", "--out", "{out}"], 2, "key=value"),
+    ("train: negative eps", ["train", "--preset", "digits-at", "eps=-0.1", "--out", "{out}"], 2, "eps must be >= 0"),
+    ("train: gamma above 1", ["train", "--preset", "digits-at", "awp_gamma=1.5", "--out", "{out}"], 2, "awp_gamma"),
+    ("train: unknown method", ["train", "--preset", "digits-at", "method=pgd", "epochs=1", "--out", "{out}"], 2,
+     "unknown method"),
+    ("train: unknown model", ["train", "--preset", "digits-at", "model=resnet9", "epochs=1", "--out", "{out}"], 2,
+     "unknown model"),
+    ("train: unknown data set", ["train", "--preset", "digits-at", "dataset=mnist", "--out", "{out}"], 2, "mnist"),
+    ("train: missing data", ["train", "--preset", "cifar10-at", "--data-dir", "{d}/nodata", "--out", "{out}"], 1,
+     "download"),
+    ("train: no --out", ["train", "--preset", "digits-at"], 2, "--out"),
+    ("train: out under a file", ["train", "--preset", "digits-at", "epochs=1", "eval_steps=1", "--out",
+                                 "{d}/a_file/run"], 1, "a_file is a file, not a folder"),
+    # awp eval: checkpoints and options
+    ("eval: missing checkpoint", ["eval", "{d}/missing.pt"], 1, "not found"),
+    ("eval: empty checkpoint", ["eval", "{d}/empty.pt"], 1, "empty"),
+    ("eval: folder as checkpoint", ["eval", "{d}/folder.pt"], 1, "folder"),
+    ("eval: garbage checkpoint", ["eval", "{d}/garbage.pt"], 1, "cannot read checkpoint"),
+    ("eval: truncated checkpoint", ["eval", "{d}/truncated.pt"], 1, "truncated or corrupt"),
+    ("eval: wrong architecture", ["eval", "{d}/wrong_arch.pt"], 1, "features"),
+    ("eval: code in checkpoint", ["eval", "{d}/evil.pt"], 1, "refusing to load"),
+    ("eval: unknown attack", ["eval", "{d}/good.pt", "--attacks", "pgd7"], 2, "pgd7"),
+    ("eval: bad eps", ["eval", "{d}/good.pt", "--eps", "big"], 2, "not a number"),
+    # awp landscape: what the table above leaves out
+    ("landscape: alphas without a count", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "-1:1"], 2,
+     "--alphas"),
+    # awp measures
+    ("measures: unknown measure", ["measures", "{d}/good.pt", "--out", "{out}", "--measures", "nope"], 2,
+     "unknown measure"),
+    ("measures: attack-free loss for a measure that needs one", ["measures", "{d}/good.pt", "--out", "{out}",
+                                                                 "--measures", "awp_sharpness", "--clean"], 2,
+     "needs an attack"),
+    ("measures: bad --set", ["measures", "{d}/good.pt", "--out", "{out}", "--set", "weight_norm"], 2,
+     "MEASURE.KEY=VALUE"),
+    ("measures: no checkpoint", ["measures", "--out", "{out}"], 2, "CKPT"),
+    ("correlate: measures folder missing", ["correlate", "--runs", "{d}/runs", "--measures", "{d}/nothere"], 1,
+     "not found"),
+    ("correlate: not a training run", ["correlate", "--runs", "{d}/junk"], 1, "no training run"),
+    ("unknown command", ["fly"], 2, "invalid choice"),
+]
+
+
+def _case_id(case) -> str:
+    return case.id if hasattr(case, "id") else case[0]
+
+
+@pytest.mark.parametrize("name, argv, code, text", CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_input_gives_one_line(bad_files, tmp_path, capsys, name, argv, code, text):
+    out = tmp_path / "out"
+    before = _snapshot(bad_files)
+    argv = [a.format(d=bad_files, out=out) for a in argv]
+    assert awp_cli.main(argv) == code, capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("awp: error: ") and "Traceback" not in err and text in err, err
+    assert not out.exists()  # nothing written, not even an empty folder
+    assert _snapshot(bad_files) == before  # the inputs and existing runs are untouched, no temporaries left
+    assert not (bad_files / "MARKER").exists()
+
+
+def test_table_covers_every_command():
+    import awp_cli
+
+    commands = {c[1][0] if not hasattr(c, "values") else c.values[1][0] for c in CASES}
+    parser, owners = awp_cli.build_parser()
+    untested = set(owners) - commands - {"presets", "import-checkpoint", "export"}  # tests/test_recipes.py,
+    assert not untested, untested                                                  # tests/test_convert.py
+
+
+
+def test_multi_line_messages_are_joined_into_one(capsys, monkeypatch):
+    import awp.cli
+
+    def boom(args):
+        raise UserError("first line\nsecond line")
+
+    monkeypatch.setattr(awp.cli, "run", boom)
+    assert awp_cli.main(["presets"]) == 1
+    assert capsys.readouterr().err.strip() == "awp: error: first line | second line"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    plain = subprocess.run([sys.executable, "-m", "awp_cli", "eval", str(tmp_path / "missing.pt")],
+                           capture_output=True, text=True, env=env)
+    debug = subprocess.run([sys.executable, "-m", "awp_cli", "--debug", "eval", str(tmp_path / "missing.pt")],
+                           capture_output=True, text=True, env=env)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+    assert "UserError: checkpoint not found" in debug.stderr
