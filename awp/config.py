@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
-from awp.errors import UsageError
+from awp.errors import UsageError, require_all
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -123,9 +123,7 @@ class TrainConfig:
             (self.method != "rst" or self.unlabeled is not None,
              "method 'rst' needs unlabeled=PATH (a pseudo-labeled .npz or pickle; see `awp pseudo-label`)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        require_all(checks)
         from awp.data.augment import Augmentation  # torch-backed checks, imported only when validating
         from awp.methods import METHODS, check_bn_sequence
 

@@ -21,6 +21,12 @@ class UsageError(UserError):
 
 
 def require(condition: bool, message: str, error: type[UserError] = UsageError) -> None:
-    """Raise ``error(message)`` unless ``condition`` holds."""
+    """Raise ``error(message)`` unless ``condition`` holds: the one validation helper."""
     if not condition:
         raise error(message)
+
+
+def require_all(checks: "list[tuple[bool, str]]", error: type[UserError] = UsageError) -> None:
+    """:func:`require` for a table of (condition, message): the first that fails is raised."""
+    for condition, message in checks:
+        require(condition, message, error)

@@ -21,7 +21,7 @@ import torch
 from awp import distributed
 from awp.checkpoint import Run, load_run
 from awp.data import SPLITS
-from awp.errors import UsageError
+from awp.errors import UsageError, require_all
 from awp.metrics import AttackSpec
 from awp.runtime import Runtime, resolve_runtime
 from awp.threat import eval_threat
@@ -89,9 +89,7 @@ class LandscapeConfig:
             (self.loss in LOSSES, f"unknown landscape loss {self.loss!r}; choose from: {', '.join(LOSSES)}"),
             (self.split in SPLITS, f"unknown split {self.split!r}; choose from: {', '.join(SPLITS)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        require_all(checks)
 
     @property
     def grid_betas(self) -> tuple[float, ...] | None:

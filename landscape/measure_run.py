@@ -22,7 +22,7 @@ import torch
 from awp import distributed
 from awp.checkpoint import Run, load_run
 from awp.data import SPLITS
-from awp.errors import UsageError
+from awp.errors import UsageError, require_all
 from awp.io import atomic_write_json
 from awp.runtime import resolve_runtime
 from landscape import io as lio
@@ -75,9 +75,7 @@ class MeasureConfig:
                   (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
                   (self.eps is None or 0 <= self.eps <= 1, f"eps is in [0, 1] pixel units, got {self.eps}"),
                   (self.split in SPLITS, f"unknown split {self.split!r}; choose from: {', '.join(SPLITS)}")]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        require_all(checks)
 
 
 @dataclass
