@@ -164,10 +164,10 @@ def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float
     ``logits_target``: the logits of a second clean forward that the official scripts use for
     p(x) in the KL (default: ``logits_clean``; in train mode both are the same numbers).
     """
-    natural = F.cross_entropy(logits_clean, y)
+    clean = F.cross_entropy(logits_clean, y)
     target = logits_clean if logits_target is None else logits_target
     robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(target, dim=1), reduction="batchmean")
-    return natural + beta * robust
+    return clean + beta * robust
 
 
 def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
