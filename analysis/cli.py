@@ -115,17 +115,9 @@ def _rank(catalog, args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from analysis.catalog import MEASURE_PREFIX, unique_checkpoints
-    from analysis.ranking import rank_measures, write_ranking
+    from analysis.ranking import rank_catalog, write_ranking
 
-    columns = [c for c in catalog.columns if c.startswith(MEASURE_PREFIX)]
-    if not columns or catalog[columns].isna().all().all():
-        raise UserError(f"no measures.json of any checkpoint of {' '.join(args.runs)} in {' '.join(args.measures)}; "
-                        f"run `awp measures` on them")
-    table = unique_checkpoints(catalog).rename(columns={c: c[len(MEASURE_PREFIX):] for c in columns})
-    names = [c[len(MEASURE_PREFIX):] for c in columns]
-    ranking = rank_measures(table, names, args.y, n_boot=args.n_boot, ci=args.ci, seed=args.seed,
-                            fixed=[c for c in ("awp_kind", "dataset") if c in table])
+    ranking = rank_catalog(catalog, args.y, n_boot=args.n_boot, ci=args.ci, seed=args.seed)
     paths = write_ranking(ranking, Path(args.ranking_dir or args.measures[0]))
     with pd.option_context("display.width", 200, "display.max_columns", 12, "display.precision", 3):
         print(ranking[["measure", "n", "kendall", "kendall_lo", "kendall_hi", "spearman", "pearson",

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.correlation import MIN_POINTS, STATISTICS, correlation
-from awp.errors import UsageError
+from awp.errors import UsageError, UserError
 
 AXES = ("epoch", "method", "awp_gamma", "seed")
 
@@ -158,6 +158,23 @@ def plot_measure_ranking(ranking: pd.DataFrame, path: str | Path) -> list[Path]:
         atomic_savefig(fig, paths[1], bbox_inches="tight")
     atomic_write_text(paths[2], table.to_csv(index=False))
     return paths
+
+
+def rank_catalog(catalog: pd.DataFrame, gap: str = "gap", *, landscape: Sequence[str] = (),
+                 n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """:func:`rank_measures` over a catalog (:func:`analysis.catalog.collect_runs` with ``measures=``):
+    every ``measure_*`` column, plus the landscape scalars named in ``landscape`` (e.g. the curve
+    ``sharpness`` of ``awp landscape``, ranked as ``landscape_sharpness``), each set of weights once."""
+    from analysis.catalog import MEASURE_PREFIX, unique_checkpoints
+
+    columns = [c for c in catalog.columns if c.startswith(MEASURE_PREFIX)]
+    if not columns or catalog[columns].isna().all().all():
+        raise UserError("no measure of any checkpoint in the catalog; run `awp measures` on them")
+    rename = {c: c[len(MEASURE_PREFIX):] for c in columns}
+    rename.update({c: f"landscape_{c}" for c in landscape if c in catalog})
+    table = unique_checkpoints(catalog).rename(columns=rename)
+    return rank_measures(table, list(rename.values()), gap, n_boot=n_boot, ci=ci, seed=seed,
+                         fixed=[c for c in ("awp_kind", "dataset") if c in table])
 
 
 def write_ranking(ranking: pd.DataFrame, folder: str | Path) -> list[Path]:
