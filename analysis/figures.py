@@ -2,6 +2,8 @@
 
 - :func:`fig_gap_over_epochs`: train and test robust accuracy and their gap over epochs, AT vs
   AT-AWP (robust overfitting, Rice et al. 2020; the gap of Wu et al. 2020, Sec. 3).
+- :func:`fig_robust_overfitting`: train and test robust accuracy and robust loss over epochs, AT vs
+  AT-AWP, the learning-rate decays marked (the paper's Fig. 1 and Rice et al.'s robust overfitting).
 - :func:`fig_at_epochs`: Fig. 1a: AT's adversarial weight loss landscape at several epochs
   (sequential colours, colour bar), the early-stopping checkpoint dashed black, and the gap there.
 - :func:`fig_methods` / :func:`fig_methods_awp`: Fig. 1b: landscapes of the last checkpoints of AT,
@@ -12,7 +14,9 @@
 - :func:`fig_gamma`: gap and test robust accuracy against gamma, AWP vs random weight
   perturbation of the same relative size (Sec. 4.2 of the paper).
 
-Each figure is written as PNG and PDF (:func:`awp.io.atomic_savefig`) beside the CSV it was drawn
+With several seeds per method (run folders whose configs differ only in ``seed``), curves and
+bars show the mean over seeds with a +-1 standard deviation band or error bar, and the CSVs keep
+every seed's rows. Each figure is written as PNG and PDF (:func:`awp.io.atomic_savefig`) beside the CSV it was drawn
 from; :func:`make_figures` draws whatever the runs allow and notes what it skipped and why.
 Accuracies are shown in %, the gap in percentage points; alpha in filter norms (the landscape's
 normalization), the loss is the adversarial CE named by its attack.
@@ -120,21 +124,40 @@ def _awp(df: pd.DataFrame, method: str) -> pd.DataFrame:
     return part[part["awp_gamma"] == gamma]
 
 
-def _last_row(df: pd.DataFrame, need_landscape: bool = True) -> pd.Series | None:
-    """The last non-best checkpoint of the first run in ``df`` (with a landscape if asked)."""
-    part = df[~df["is_best"]]
-    if need_landscape:
-        part = _with_landscape(part)
-    if part.empty:
-        return None
-    run = sorted(part["run"].unique())[0]
-    part = part[part["run"] == run]
-    return part.loc[part["epoch"].idxmax()]
+# ----------------------------------------------------------------------------- seeds and bands
+def _band(ax: Any, stats: pd.DataFrame, col: str, scale: float = 100.0, **kw: Any) -> None:
+    """Mean of ``col`` over seeds as a line, +-1 standard deviation over seeds as a band
+    (``stats``: one row per x with ``{col}_mean``, ``{col}_sd``; sd 0 with a single seed)."""
+    x, mean, sd = stats["epoch"], scale * stats[f"{col}_mean"], scale * stats[f"{col}_sd"]
+    ax.plot(x, mean, lw=1.2, **kw)
+    ax.fill_between(x, mean - sd, mean + sd, color=kw.get("color"), alpha=0.18, lw=0)
+
+
+def _over_seeds(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
+    """Mean and sample standard deviation (ddof=1; 0 with one seed) of ``cols`` over the runs
+    (seeds) of each ``by`` group, plus ``n_seeds``."""
+    grouped = table.groupby(by, sort=True)
+    out = pd.concat([grouped[cols].mean().add_suffix("_mean"), grouped[cols].std(ddof=1).fillna(0.0).add_suffix("_sd"),
+                     grouped["run"].nunique().rename("n_seeds")], axis=1)
+    return out.reset_index()
+
+
+def _seeds_note(table: pd.DataFrame) -> str:
+    n = table.groupby("label")["run"].nunique()
+    return f"mean ± sd over {n.min()} seeds" if n.min() == n.max() else f"mean ± sd over {n.min()}-{n.max()} seeds"
 
 
 # ------------------------------------------------------------------------------------ (a) gap
-def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Train / test robust accuracy and gap over epochs for the AT and AT-AWP runs (metrics.csv)."""
+EPOCH_COLUMNS = ["train_robust_acc", "test_robust_acc", "gap", "train_robust_loss", "test_robust_loss"]
+
+
+def _epoch_table(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch metrics (each run's metrics.csv) of the AT and AT-AWP runs, every seed, with the
+    epochs at which each run's piecewise schedule decays the learning rate (``decays``)."""
+    import json
+
+    from analysis.overfitting import decay_epochs
+
     runs = catalog[(catalog["method"] == "at") & (catalog["awp_kind"] != "random")]
     runs = runs[(runs["awp_gamma"] == 0) | runs["label"].str.startswith("AT-AWP")]
     if (runs["awp_gamma"] == 0).sum() == 0:
@@ -144,34 +167,82 @@ def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path
         m = read_metrics(run_dir)
         if m.empty or "gap" not in m:
             continue
-        columns = ["epoch", "train_robust_acc", "test_robust_acc", "gap"]
-        tables.append(m[columns].assign(run=run, label=label, awp_gamma=gamma))
+        config_file = Path(run_dir) / "config.json"
+        decays = decay_epochs(json.loads(config_file.read_text())) if config_file.exists() else []
+        seed = runs.loc[runs["run"] == run, "seed"].iloc[0]
+        tables.append(m[["epoch", *[c for c in EPOCH_COLUMNS if c in m]]].assign(
+            run=run, label=label, seed=seed, awp_gamma=gamma, decays=" ".join(f"{d:g}" for d in decays)))
     if not tables:
         raise FigureSkipped("no metrics.csv in the AT runs")
-    table = pd.concat(tables, ignore_index=True)[["run", "label", "awp_gamma", "epoch", "train_robust_acc",
-                                                  "test_robust_acc", "gap"]]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["run", "label", "seed", "awp_gamma", "decays", "epoch", *[c for c in EPOCH_COLUMNS if c in table]]]
+
+
+def _label_colors(table: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
+    labels = sorted(table["label"].unique(), key=lambda s: (s != "AT", s))
+    return labels, dict(zip(labels, matplotlib.colormaps.get_cmap("tab10").colors))
+
+
+def _finish(axes: Any, titles: tuple[str, ...], ylabels: tuple[str, ...]) -> None:
+    for ax, title, ylabel in zip(axes, titles, ylabels):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        _dedupe_legend(ax)
+
+
+def fig_gap_over_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Train / test robust accuracy and gap over epochs for the AT and AT-AWP runs (metrics.csv),
+    mean over seeds with a +-1 sd band."""
+    table = _epoch_table(catalog)
     attack = catalog["attack"].dropna().iloc[0] if catalog["attack"].notna().any() else "PGD"
+    stats = _over_seeds(table, ["label", "epoch"], ["train_robust_acc", "test_robust_acc", "gap"])
     with matplotlib.rc_context(STYLE):
         fig, axes = _subplots(1, 3, figsize=(7.2, 2.6))
-        labels = sorted(table["label"].unique(), key=lambda s: (s != "AT", s))
-        colors = dict(zip(labels, matplotlib.colormaps.get_cmap("tab10").colors))
-        for (run, label), t in table.groupby(["run", "label"], sort=False):
-            kw = dict(color=colors[label], lw=1.2)
-            axes[0].plot(t["epoch"], _pct(t["train_robust_acc"]), ls="-", label=f"{label}: train", **kw)
-            axes[0].plot(t["epoch"], _pct(t["test_robust_acc"]), ls="--", label=f"{label}: test", **kw)
-            axes[1].plot(t["epoch"], _pct(t["test_robust_acc"]), ls="--", label=label, **kw)
-            axes[2].plot(t["epoch"], _pct(t["gap"]), ls="-", label=label, **kw)
-        titles = ("train (solid) and test (dashed)\nrobust accuracy", "test robust accuracy",
-                  "robust generalization gap")
-        ylabels = ("robust accuracy (%)", "test robust accuracy (%)", GAP_LABEL)
-        for ax, title, ylabel in zip(axes, titles, ylabels):
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(ylabel)
-            ax.set_title(title)
-            ax.grid(alpha=0.3)
-            _dedupe_legend(ax)
-        fig.suptitle(f"Robust overfitting, AT vs AT-AWP ({attack})", fontsize=9)
-        return _save(fig, table, out_dir, "fig_gap_over_epochs", catalog)
+        labels, colors = _label_colors(table)
+        for label in labels:
+            t = stats[stats["label"] == label]
+            _band(axes[0], t, "train_robust_acc", color=colors[label], ls="-", label=f"{label}: train")
+            _band(axes[0], t, "test_robust_acc", color=colors[label], ls="--", label=f"{label}: test")
+            _band(axes[1], t, "test_robust_acc", color=colors[label], ls="--", label=label)
+            _band(axes[2], t, "gap", color=colors[label], ls="-", label=label)
+        _finish(axes, ("train (solid) and test (dashed)\nrobust accuracy", "test robust accuracy",
+                       "robust generalization gap"),
+                ("robust accuracy (%)", "test robust accuracy (%)", GAP_LABEL))
+        fig.suptitle(f"Robust overfitting, AT vs AT-AWP ({attack}; {_seeds_note(table)})", fontsize=9)
+        return _save(fig, table.drop(columns=["train_robust_loss", "test_robust_loss", "decays"], errors="ignore"),
+                     out_dir, "fig_gap_over_epochs", catalog)
+
+
+def fig_robust_overfitting(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """In the spirit of the paper's Fig. 1 and Rice et al.'s: train and test robust accuracy and
+    robust loss over epochs, AT vs AT-AWP, mean over seeds with +-1 sd bands, the epochs at which
+    the learning rate decays marked (from each run's config: lr_milestones x epochs)."""
+    table = _epoch_table(catalog)
+    if not {"train_robust_loss", "test_robust_loss"} <= set(table.columns):
+        raise FigureSkipped("the AT runs' metrics.csv have no robust loss")
+    attack = catalog["attack"].dropna().iloc[0] if catalog["attack"].notna().any() else "PGD"
+    cols = ["train_robust_acc", "test_robust_acc", "train_robust_loss", "test_robust_loss"]
+    stats = _over_seeds(table, ["label", "epoch"], cols)
+    decays = sorted({float(d) for text in table["decays"] for d in str(text).split()})
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _subplots(1, 2, figsize=(7.2, 2.8))
+        labels, colors = _label_colors(table)
+        for label in labels:
+            t = stats[stats["label"] == label]
+            for split, ls in (("train", "-"), ("test", "--")):
+                _band(axes[0], t, f"{split}_robust_acc", color=colors[label], ls=ls, label=f"{label}: {split}")
+                _band(axes[1], t, f"{split}_robust_loss", scale=1.0, color=colors[label], ls=ls,
+                      label=f"{label}: {split}")
+        for ax in axes:
+            for i, d in enumerate(decays):
+                ax.axvline(d, color="0.4", ls=":", lw=1, label="lr decay" if i == 0 else None)
+        _finish(axes, ("robust accuracy: train (solid), test (dashed)", "robust loss: train (solid), test (dashed)"),
+                ("robust accuracy (%)", "robust loss (CE)"))
+        fig.suptitle(f"Robust overfitting after the lr decay, AT vs AT-AWP ({attack}; {_seeds_note(table)})",
+                     fontsize=9)
+        return _save(fig, table, out_dir, "fig_robust_overfitting", catalog)
 
 
 def _dedupe_legend(ax: Any, **kwargs: Any) -> None:
@@ -184,77 +255,101 @@ def _dedupe_legend(ax: Any, **kwargs: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ (b) AT epochs
+def _curves(rows: pd.DataFrame, **extra: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every row's mean landscape curve (over directions), tagged with its run, seed, file, epoch,
+    gap and sharpness (and ``extra``), concatenated; plus the landscape settings."""
+    records, settings = [], {}
+    for _, r in rows.iterrows():
+        s, settings = _curve(r["landscape_dir"])
+        records.append(s.assign(run=r["run"], seed=r.get("seed"), file=r["file"], epoch=r["epoch"],
+                                is_best=r["is_best"], gap=r["gap"], sharpness=r["sharpness"],
+                                test_robust_acc=r["test_robust_acc"], **extra))
+    return pd.concat(records, ignore_index=True), settings
+
+
+def _mean_curve(curves: pd.DataFrame) -> pd.DataFrame:
+    """Mean over runs (seeds) of their curves per alpha, with the sd over runs (0 with one run)."""
+    g = curves.groupby("alpha", sort=True)["loss_mean"]
+    return pd.DataFrame({"loss": g.mean(), "sd": g.std(ddof=1).fillna(0.0)}).reset_index()
+
+
 def fig_at_epochs(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Fig. 1a: AT's landscape at several epochs (colour = epoch), early stopping dashed black."""
+    """Fig. 1a: AT's landscape at several epochs (colour = epoch; the mean over seeds), the
+    early-stopping checkpoints' mean dashed black; the gap per epoch, mean +- sd over seeds."""
     at = _with_landscape(_plain(catalog, "at"))
     epochs_rows = at[~at["is_best"]]
     if epochs_rows.empty:
         raise FigureSkipped("no AT checkpoint with a landscape")
-    run = epochs_rows.groupby("run").size().idxmax()  # the AT run with the most landscapes
-    rows = at[at["run"] == run].sort_values(["epoch", "is_best"])
-    epochs_rows = rows[~rows["is_best"]]
-    if len(epochs_rows) < 2:
-        raise FigureSkipped(f"AT run {run} has fewer than 2 epoch checkpoints with a landscape")
-    best = rows[rows["is_best"]]
-    records = []
+    if epochs_rows["epoch"].nunique() < 2:
+        raise FigureSkipped("the AT runs have fewer than 2 epoch checkpoints with a landscape")
+    runs = sorted(epochs_rows["run"].unique())
+    best = at[at["is_best"] & at["run"].isin(runs)]
+    curves, settings = _curves(epochs_rows)
+    if not best.empty:
+        best_curves, _ = _curves(best)
+        curves = pd.concat([curves, best_curves], ignore_index=True)
     with matplotlib.rc_context(STYLE):
         fig, (ax, bx) = _subplots(1, 2, figsize=(7.2, 3.0), gridspec_kw={"width_ratios": [1.4, 1]})
         cmap = matplotlib.colormaps.get_cmap("viridis")
         norm = matplotlib.colors.Normalize(vmin=epochs_rows["epoch"].min(), vmax=epochs_rows["epoch"].max())
-        settings: dict[str, Any] = {}
-        for _, r in epochs_rows.iterrows():
-            s, settings = _curve(r["landscape_dir"])
-            ax.plot(s["alpha"], s["loss_mean"], color=cmap(norm(r["epoch"])), lw=1.3)
-            records.append(s.assign(run=run, epoch=r["epoch"], file=r["file"], is_best=False, gap=r["gap"],
-                                    sharpness=r["sharpness"]))
-        for _, r in best.iterrows():
-            s, settings = _curve(r["landscape_dir"])
-            ax.plot(s["alpha"], s["loss_mean"], color="black", ls="--", lw=1.5,
-                    label=f"early stopping (best.pt, epoch {r['epoch']})")
-            records.append(s.assign(run=run, epoch=r["epoch"], file=r["file"], is_best=True, gap=r["gap"],
-                                    sharpness=r["sharpness"]))
+        for epoch, c in curves[~curves["is_best"]].groupby("epoch"):
+            m = _mean_curve(c)
+            ax.plot(m["alpha"], m["loss"], color=cmap(norm(epoch)), lw=1.3)
+        if not best.empty:
+            m = _mean_curve(curves[curves["is_best"]])
+            epochs = ", ".join(str(e) for e in sorted(best["epoch"]))
+            ax.plot(m["alpha"], m["loss"], color="black", ls="--", lw=1.5,
+                    label=f"early stopping (best.pt, epoch{'s' if len(best) > 1 else ''} {epochs})")
+            ax.legend(loc="upper center")
         cbar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
         cbar.set_label("epoch")
         xlabel, ylabel = _labels_for(settings)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"AT weight loss landscape over training ({run})")
+        ax.set_title(f"AT weight loss landscape over training ({len(runs)} seed{'s' if len(runs) > 1 else ''}, mean)")
         ax.grid(alpha=0.3)
-        if not best.empty:
-            ax.legend(loc="upper center")
-        ep = epochs_rows["epoch"].to_numpy()
-        bx.plot(ep, _pct(epochs_rows["gap"]), color="0.6", lw=1, zorder=1)
-        bx.scatter(ep, _pct(epochs_rows["gap"]), c=[cmap(norm(e)) for e in ep], s=30, zorder=2,
-                   edgecolor="k", lw=0.3, label="epoch checkpoints")
-        for _, r in best.iterrows():
-            bx.scatter([r["epoch"]], [_pct(r["gap"])], marker="*", s=120, color="black", zorder=3,
-                       label=f"early stopping (epoch {r['epoch']})")
+        gaps = _over_seeds(epochs_rows, ["epoch"], ["gap"])
+        ep = gaps["epoch"].to_numpy()
+        bx.errorbar(ep, _pct(gaps["gap_mean"]), yerr=_pct(gaps["gap_sd"]), color="0.6", lw=1, zorder=1, capsize=2)
+        bx.scatter(ep, _pct(gaps["gap_mean"]), c=[cmap(norm(e)) for e in ep], s=30, zorder=2,
+                   edgecolor="k", lw=0.3, label="epoch checkpoints (mean ± sd)")
+        for i, (_, r) in enumerate(best.iterrows()):
+            bx.scatter([r["epoch"]], [_pct(r["gap"])], marker="*", s=90, color="black", zorder=3,
+                       label="early stopping (each seed)" if i == 0 else None)
         bx.set_xlabel("epoch")
         bx.set_ylabel(GAP_LABEL)
         bx.set_title("robust generalization gap")
         bx.grid(alpha=0.3)
         bx.legend(loc="upper left")
-        table = pd.concat(records, ignore_index=True)[["run", "epoch", "file", "is_best", "gap", "sharpness",
-                                                       "alpha", "loss_mean", "loss_std", "n"]]
+        table = curves[["run", "seed", "epoch", "file", "is_best", "gap", "sharpness", "alpha", "loss_mean",
+                        "loss_std", "n"]]
         return _save(fig, table, out_dir, "fig_at_epochs", catalog)
 
 
 # ---------------------------------------------------------------------------- (c) methods
+def _last_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The last non-best checkpoint with a landscape of every run (seed) in ``df``."""
+    part = _with_landscape(df[~df["is_best"]])
+    if part.empty:
+        return part
+    return part.loc[part.groupby("run")["epoch"].idxmax()]
+
+
 def _method_entries(catalog: pd.DataFrame, with_awp: bool) -> list[dict[str, Any]]:
     entries = []
     for method in METHOD_ORDER:
         plain = _plain(catalog, method)
         variants = [("plain", plain)] + ([("awp", _awp(catalog, method))] if with_awp else [])
         for variant, part in variants:
-            last = _last_row(part)
-            if last is not None:
-                entries.append({"name": last["label"], "row": last, "color": PAIRS[method][variant == "awp"],
+            last = _last_rows(part)
+            if not last.empty:
+                entries.append({"name": last["label"].iloc[0], "rows": last, "color": PAIRS[method][variant == "awp"],
                                 "ls": "--" if variant == "awp" else "-"})
             if method == "at" and variant == "plain":
                 best = _with_landscape(part[part["is_best"]])
                 if not best.empty:
-                    b = best.iloc[0]
-                    entries.append({"name": f"AT (early stop, ep. {b['epoch']})", "row": b,
+                    epochs = ", ".join(str(e) for e in sorted(best["epoch"]))
+                    entries.append({"name": f"AT (early stop, ep. {epochs})", "rows": best,
                                     "color": PAIRS["at-es"][0], "ls": "-"})
     return entries
 
@@ -270,36 +365,39 @@ def _fig_methods(catalog: pd.DataFrame, out_dir: str | Path, with_awp: bool) -> 
     with matplotlib.rc_context(STYLE):
         fig, (ax, bx) = _subplots(1, 2, figsize=(7.2, 3.0), gridspec_kw={"width_ratios": [1.4, 1]})
         settings: dict[str, Any] = {}
-        for e in entries:
-            r = e["row"]
-            s, settings = _curve(r["landscape_dir"])
-            ax.plot(s["alpha"], s["loss_mean"], color=e["color"], ls=e["ls"], lw=1.4, label=e["name"])
-            records.append(s.assign(name=e["name"], run=r["run"], file=r["file"], epoch=r["epoch"], gap=r["gap"],
-                                    sharpness=r["sharpness"], test_robust_acc=r["test_robust_acc"]))
+        for x, e in enumerate(entries):
+            curves, settings = _curves(e["rows"], name=e["name"])
+            records.append(curves)
+            m = _mean_curve(curves)
+            ax.plot(m["alpha"], m["loss"], color=e["color"], ls=e["ls"], lw=1.4, label=e["name"])
+            ax.fill_between(m["alpha"], m["loss"] - m["sd"], m["loss"] + m["sd"], color=e["color"], alpha=0.15, lw=0)
+            gaps = _pct(e["rows"]["gap"])
+            bar = bx.bar([x], [gaps.mean()], yerr=[gaps.std(ddof=1) if len(gaps) > 1 else 0.0], capsize=2,
+                         color=e["color"], edgecolor="k", lw=0.5)[0]
+            bx.scatter(np.full(len(gaps), x), gaps, s=6, color="k", zorder=3)
+            if e["ls"] == "--":
+                bar.set_hatch("//")
+        n = max(len(e["rows"]) for e in entries)
         xlabel, ylabel = _labels_for(settings)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title("weight loss landscape, last checkpoints" + (" (AWP dashed)" if with_awp else ""))
+        ax.set_title("weight loss landscape, last checkpoints" + (" (AWP dashed)" if with_awp else "")
+                     + (f"\nmean ± sd over {n} seeds" if n > 1 else ""))
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", ncol=2 if len(entries) > 5 else 1)
-        x = np.arange(len(entries))
-        gaps = [_pct(e["row"]["gap"]) for e in entries]
-        bars = bx.bar(x, gaps, color=[e["color"] for e in entries], edgecolor="k", lw=0.5)
-        for bar, e in zip(bars, entries):
-            if e["ls"] == "--":
-                bar.set_hatch("//")
-        bx.set_xticks(x)
+        bx.set_xticks(np.arange(len(entries)))
         bx.set_xticklabels([e["name"] for e in entries], rotation=35, ha="right")
         bx.set_ylabel(GAP_LABEL)
-        bx.set_title("robust generalization gap")
+        bx.set_title("robust generalization gap" + ("\n(mean ± sd, dots: seeds)" if n > 1 else ""))
         bx.grid(alpha=0.3, axis="y")
-        table = pd.concat(records, ignore_index=True)[["name", "run", "file", "epoch", "gap", "sharpness",
+        table = pd.concat(records, ignore_index=True)[["name", "run", "seed", "file", "epoch", "gap", "sharpness",
                                                        "test_robust_acc", "alpha", "loss_mean", "loss_std", "n"]]
         return _save(fig, table, out_dir, name, catalog)
 
 
 def fig_methods(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Fig. 1b: landscapes of the last checkpoints of AT, AT early stop, TRADES, MART, RST + gaps."""
+    """Fig. 1b: landscapes of the last checkpoints of AT, AT early stop, TRADES, MART, RST + gaps
+    (mean over seeds, +-1 sd band / error bar)."""
     return _fig_methods(catalog, out_dir, with_awp=False)
 
 
@@ -351,13 +449,15 @@ def fig_flatness_vs_gap(catalog: pd.DataFrame, out_dir: str | Path, x: str = "sh
 
 # ------------------------------------------------------------------------------- (e) gamma
 def fig_gamma(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Gap and test robust accuracy of the last checkpoint against gamma; AWP vs random (RWP)."""
+    """Gap and test robust accuracy of the last checkpoint against gamma; AWP vs random (RWP);
+    mean over the runs (seeds) of each gamma with +-1 sd error bars, every run as a dot."""
     at = catalog[(catalog["method"] == "at") & ~catalog["is_best"]]
     rows = []
     for run, part in at.groupby("run"):
         last = part.loc[part["epoch"].idxmax()]
         kind = "random" if last["awp_kind"] == "random" and last["awp_gamma"] > 0 else "adversarial"
-        rows.append({"run": run, "kind": kind, "awp_gamma": last["awp_gamma"], "epoch": last["epoch"],
+        rows.append({"run": run, "seed": last.get("seed"), "kind": kind, "awp_gamma": last["awp_gamma"],
+                     "epoch": last["epoch"],
                      "gap": last["gap"], "train_robust_acc": last["train_robust_acc"],
                      "test_robust_acc": last["test_robust_acc"]})
     table = pd.DataFrame(rows)
@@ -373,8 +473,10 @@ def fig_gamma(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                   "random": dict(color="#e31a1c", ls="--", marker="s", label="RWP (random, same size)")}
         for kind, t in table.groupby("kind"):
             mean = t.groupby("awp_gamma")[["gap", "test_robust_acc"]].mean().reset_index()
+            sd = t.groupby("awp_gamma")[["gap", "test_robust_acc"]].std(ddof=1).fillna(0.0).reset_index()
             for ax, col in zip(axes, ("gap", "test_robust_acc")):
-                ax.plot(mean["awp_gamma"], _pct(mean[col]), ms=4, lw=1.3, **styles[kind])
+                ax.errorbar(mean["awp_gamma"], _pct(mean[col]), yerr=_pct(sd[col]), ms=4, lw=1.3, capsize=2,
+                            **styles[kind])
                 ax.scatter(t["awp_gamma"], _pct(t[col]), s=8, color=styles[kind]["color"], alpha=0.5)
         for ax, ylabel, title in zip(axes, (GAP_LABEL, "test robust accuracy (%)"),
                                      ("robust generalization gap", "test robust accuracy (last checkpoint)")):
@@ -388,7 +490,8 @@ def fig_gamma(catalog: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------ driver
 FIGURES: dict[str, Callable[[pd.DataFrame, Path], list[Path]]] = {
-    "fig_gap_over_epochs": fig_gap_over_epochs, "fig_at_epochs": fig_at_epochs, "fig_methods": fig_methods,
+    "fig_gap_over_epochs": fig_gap_over_epochs, "fig_robust_overfitting": fig_robust_overfitting,
+    "fig_at_epochs": fig_at_epochs, "fig_methods": fig_methods,
     "fig_methods_awp": fig_methods_awp, "fig_flatness_vs_gap": fig_flatness_vs_gap, "fig_gamma": fig_gamma}
 
 
