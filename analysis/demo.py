@@ -77,10 +77,16 @@ class Settings:
     seeds: tuple[int, ...] = (0, 1, 2)
     method_seeds: tuple[int, ...] = (0, 1, 2)
     sweep_seeds: tuple[int, ...] = (0,)
+    # The measures of landscape.measures that fit the time budget (a few training passes each on
+    # the small CNN; the curve sharpness comes from the landscapes), on the landscapes' checkpoints.
+    measures: tuple[str, ...] = ("weight_norm", "logit_margin", "input_gradient_norm", "awp_sharpness",
+                                 "worst_case_sharpness", "hessian_top_eigenvalue")
+    measure_samples: int = 128
 
 
 QUICK = Settings(epochs=6, save_every=2, eval_steps=3, standard_epochs=4, directions=2,
-                 alphas="-1:1:5", samples=64, landscape_steps=3, n_boot=200, seeds=(0, 1), method_seeds=(0, 1))
+                 alphas="-1:1:5", samples=64, landscape_steps=3, n_boot=200, seeds=(0, 1), method_seeds=(0, 1),
+                 measure_samples=32)
 
 
 def demo_runs(s: Settings = Settings()) -> list[DemoRun]:
@@ -135,6 +141,20 @@ def _landscape(run_dir: str, checkpoints: list[str], out: str, s: Settings) -> s
     return run_dir
 
 
+def _measures(run_dir: str, checkpoints: list[str], out: str, s: Settings) -> str:
+    """The run's measures through :func:`landscape.measure_run.compute_measures` (the files, cache
+    and resume of ``awp measures``), with the landscapes' attack on a subset of their samples."""
+    import torch
+
+    torch.set_num_threads(1)
+    from landscape.measure_run import MeasureConfig, compute_measures
+
+    config = MeasureConfig(measures=s.measures, samples=s.measure_samples, steps=s.landscape_steps, split="train")
+    for c in checkpoints:
+        compute_measures(c, config, Path(out) / Path(c).stem, device="cpu")
+    return run_dir
+
+
 def _parallel(jobs: list[tuple[Callable, tuple]], workers: int, log: Callable[[str], None]) -> None:
     if workers <= 1:
         for fn, job in jobs:
@@ -160,7 +180,7 @@ def run_demo(out: str | Path = "figures", work: str | Path = "runs/demo", *, qui
     s = QUICK if quick else Settings()
     workers = workers or max(1, min(2, os.cpu_count() or 1))
     out, work = check_output_folder(out, "--out"), check_output_folder(work, "--work")
-    runs_dir, lands_dir = work / "runs", work / "landscapes"
+    runs_dir, lands_dir, meas_dir = work / "runs", work / "landscapes", work / "measures"
     common = {"save_every": s.save_every, "eval_steps": s.eval_steps, **({"epochs": s.epochs} if s.epochs else {})}
     runs = demo_runs(s)
 
@@ -176,16 +196,19 @@ def run_demo(out: str | Path = "figures", work: str | Path = "runs/demo", *, qui
     _parallel([(_train, (r.folder, r.preset, {**common, **r.overrides, "unlabeled": str(pool_file)},
                          str(runs_dir / r.folder))) for r in runs if r.unlabeled], workers, log)
 
-    log("[2/4] landscapes: adversarial loss along filter-normalized directions, PGD re-run at every point")
-    _parallel([(_landscape, (str(runs_dir / r.folder), _checkpoints(runs_dir / r.folder, r.every),
-                             str(lands_dir / r.folder), s)) for r in runs], workers, log)
+    log("[2/4] landscapes: adversarial loss along filter-normalized directions, PGD re-run at every point; "
+        f"then {len(s.measures)} other measures of the same checkpoints")
+    for step, folder in ((_landscape, lands_dir), (_measures, meas_dir)):
+        _parallel([(step, (str(runs_dir / r.folder), _checkpoints(runs_dir / r.folder, r.every),
+                           str(folder / r.folder), s)) for r in runs], workers, log)
 
     log("[3/4] catalog and correlation")
     from analysis.catalog import collect_runs, unique_checkpoints
     from analysis.correlation import correlate
     from analysis.figures import make_figures
+    from analysis.ranking import rank_catalog, ranking_rows, write_ranking
 
-    catalog = collect_runs([runs_dir / r.folder for r in runs], lands_dir)
+    catalog = collect_runs([runs_dir / r.folder for r in runs], lands_dir, measures=meas_dir)
     catalog["name"] = catalog["run"].map({r.folder: r.name for r in runs})
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = unique_checkpoints(catalog).dropna(subset=["sharpness", "gap"])
@@ -199,7 +222,10 @@ def run_demo(out: str | Path = "figures", work: str | Path = "runs/demo", *, qui
     made = make_figures(catalog, out, n_boot=s.n_boot, awp_gammas=gammas)
     for note in made.notes:
         log(f"  {note}")
+    ranking = rank_catalog(catalog, landscape=("sharpness",), n_boot=s.n_boot)
+    write_ranking(ranking, out)
     summary = build_summary(catalog, table, runs, gammas, s)
+    summary["measure_ranking"] = ranking_rows(ranking)
     summary.update(quick=quick, pseudo_label_agreement=agreement, setup=_setup(runs_dir / runs[0].folder),
                    duration_s=round(time.perf_counter() - started, 1))
     atomic_write_json(out / "summary.json", summary)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -175,6 +175,15 @@ def rank_catalog(catalog: pd.DataFrame, gap: str = "gap", *, landscape: Sequence
     table = unique_checkpoints(catalog).rename(columns=rename)
     return rank_measures(table, list(rename.values()), gap, n_boot=n_boot, ci=ci, seed=seed,
                          fixed=[c for c in ("awp_kind", "dataset") if c in table])
+
+
+def ranking_rows(ranking: pd.DataFrame) -> list[dict[str, Any]]:
+    """The ranking as plain rows for summary.json: measure, n, the three statistics with their
+    intervals, the granulated tau; in the ranking's order (strongest |Kendall tau| first)."""
+    keep = ["measure", "n", "kendall", "kendall_lo", "kendall_hi", "spearman", "spearman_lo", "spearman_hi",
+            "pearson", "pearson_lo", "pearson_hi", "granulated_tau"]
+    rows = ranking[[c for c in keep if c in ranking]].to_dict("records")
+    return [{k: (int(v) if k == "n" else v if isinstance(v, str) else float(v)) for k, v in r.items()} for r in rows]
 
 
 def write_ranking(ranking: pd.DataFrame, folder: str | Path) -> list[Path]:

@@ -196,5 +196,32 @@ def report_markdown(summary: dict[str, Any]) -> str:
               f"AT and AT-AWP at every saved epoch): Spearman {summary['spearman']:.2f} (95% bootstrap CI "
               f"{summary['spearman_ci'][0]:.2f} to {summary['spearman_ci'][1]:.2f}, p = {summary['spearman_p']:.2g}), "
               f"Kendall {summary['kendall']:.2f} (p = {summary['kendall_p']:.2g}).", ""]
+    lines += _measures_section(summary)
     lines += _sweep_section(summary)
     return "\n".join(lines)
+
+
+def _measures_section(summary: dict[str, Any]) -> list[str]:
+    """Which measure ranks best against the gap on these checkpoints, and how sure that is."""
+    rows = [r for r in summary.get("measure_ranking") or [] if r.get("kendall") == r.get("kendall")]  # not NaN
+    if not rows:
+        return []
+    best, rest = rows[0], rows[1:]
+    lines = ["## Which measure predicts the gap? (fig_measures, measure_ranking.csv)", "",
+             "| measure | Kendall tau [95% bootstrap CI] | Spearman | Pearson | granulated tau |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['measure']} | {r['kendall']:+.2f} [{r['kendall_lo']:+.2f}, {r['kendall_hi']:+.2f}] | "
+              f"{r['spearman']:+.2f} | {r['pearson']:+.2f} | {r.get('granulated_tau', float('nan')):+.2f} |"
+              for r in rows]
+    text = (f"Over {best['n']} checkpoints, {best['measure']} ranks best (Kendall tau {best['kendall']:+.2f}, "
+            f"95% bootstrap interval {best['kendall_lo']:+.2f} to {best['kendall_hi']:+.2f}")
+    text += ("; the interval excludes 0" if best["kendall_lo"] > 0 or best["kendall_hi"] < 0
+             else "; the interval includes 0, so even the best is not a reliable predictor here") + ")."
+    if rest:
+        second = rest[0]
+        overlap = abs(second["kendall"]) >= (best["kendall_lo"] if best["kendall"] > 0 else -best["kendall_hi"])
+        text += (f" The runner-up, {second['measure']} ({second['kendall']:+.2f}), lies inside that interval: the "
+                 "order of the top two is not settled by these checkpoints." if overlap else
+                 f" The runner-up, {second['measure']} ({second['kendall']:+.2f}), lies outside that interval: "
+                 f"{best['measure']} ranks first beyond the bootstrap uncertainty.")
+    return lines + ["", text, ""]

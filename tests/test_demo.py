@@ -9,7 +9,7 @@ import scipy.stats
 pytestmark = pytest.mark.slow
 
 FIGURES = ["fig_gap_over_epochs", "fig_robust_overfitting", "fig_at_epochs", "fig_methods", "fig_methods_awp",
-           "fig_flatness_vs_gap", "fig_gamma"]
+           "fig_flatness_vs_gap", "fig_gamma", "fig_measures"]
 
 
 @pytest.fixture(scope="module")

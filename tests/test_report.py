@@ -131,3 +131,24 @@ def test_sharpening_claim_follows_the_per_seed_numbers():
     assert "the landscape sharpened as the gap grew, beyond the seed spread" in report_markdown(summary)
     summary["at_epochs"] = _at_epochs([0.03, 0.02, 0.04], [0.25, 0.27, 0.24], [0.1, 0.12, 0.09], [1.4, 0.05, 0.08])
     assert "this does NOT show the landscape sharpening" in report_markdown(summary)
+
+
+def _ranking(best_lo):
+    return [{"measure": "awp_sharpness", "n": 54, "kendall": 0.6, "kendall_lo": best_lo, "kendall_hi": 0.75,
+             "spearman": 0.8, "pearson": 0.7, "granulated_tau": 0.4},
+            {"measure": "weight_norm", "n": 54, "kendall": 0.3, "kendall_lo": 0.1, "kendall_hi": 0.5,
+             "spearman": 0.4, "pearson": 0.3, "granulated_tau": 0.1}]
+
+
+def test_measure_claims_follow_the_ranking():
+    summary = {**_summary(), "measure_ranking": _ranking(0.45)}
+    text = report_markdown(summary)
+    assert "awp_sharpness ranks best (Kendall tau +0.60, 95% bootstrap interval +0.45 to +0.75" in text
+    assert "ranks first beyond the bootstrap uncertainty" in text and "not settled" not in text
+    summary["measure_ranking"] = _ranking(0.2)  # the runner-up's 0.3 now lies inside the interval
+    text = report_markdown(summary)
+    assert "the order of the top two is not settled" in text
+    summary["measure_ranking"] = _ranking(-0.1)
+    assert "the interval includes 0" in report_markdown(summary)
+    summary.pop("measure_ranking")
+    assert "Which measure predicts the gap" not in report_markdown(summary)
