@@ -131,3 +131,10 @@ def test_sharpening_claim_follows_the_per_seed_numbers():
     assert "the landscape sharpened as the gap grew, beyond the seed spread" in report_markdown(summary)
     summary["at_epochs"] = _at_epochs([0.03, 0.02, 0.04], [0.25, 0.27, 0.24], [0.1, 0.12, 0.09], [1.4, 0.05, 0.08])
     assert "this does NOT show the landscape sharpening" in report_markdown(summary)
+
+
+def test_correlation_sentence_follows_the_interval():
+    summary = _summary()
+    assert "sharper checkpoints have larger gaps" in report_markdown(summary)
+    summary["spearman_ci"] = [-0.1, 0.5]
+    assert "flatness does NOT rank the gaps here" in report_markdown(summary)
