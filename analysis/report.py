@@ -101,7 +101,7 @@ def _trend_section(summary: dict[str, Any]) -> list[str]:
     first = next(m for m in at["mean"] if m["epoch"] == at["first_epoch"])
     last = next(m for m in at["mean"] if m["epoch"] == at["last_epoch"])
     grows = at["gap_change"]["sign"] > 0 and at["sharpness_change"]["sign"] > 0
-    lines = ["## Robust overfitting sharpens the landscape (fig_gap_over_epochs, fig_at_epochs; paper Fig. 1a)", "",
+    lines = ["## The landscape over AT's training (fig_gap_over_epochs, fig_at_epochs; paper Fig. 1a)", "",
              f"AT's gap (mean over seeds) went from {first['gap']:.3f} at epoch {first['epoch']} to {last['gap']:.3f} "
              f"at epoch {last['epoch']} (change {_diff(at['gap_change'])}), its sharpness from "
              f"{first['sharpness']:.2f} to {last['sharpness']:.2f} (change {_diff(at['sharpness_change'], SHARP)})"
@@ -121,7 +121,7 @@ def _trend_section(summary: dict[str, Any]) -> list[str]:
 
 def _pairs_section(summary: dict[str, Any]) -> list[str]:
     pairs = summary["awp_vs_base"]
-    lines = ["## AWP flattens the landscape and shrinks the gap (fig_methods_awp; paper Fig. 1b and Sec. 5)", "",
+    lines = ["## AWP against its base method (fig_methods_awp; paper Fig. 1b and Sec. 5)", "",
              "Last checkpoints, mean over seeds; AWP minus base per seed with its 95% interval.", "",
              "| method | gamma | seeds | sharpness | with AWP | difference | gap | with AWP | difference | "
              "test robust acc | with AWP | difference |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -190,12 +190,15 @@ def report_markdown(summary: dict[str, Any]) -> str:
     """report.md, every number and every claim computed from ``summary`` (nothing hard-coded)."""
     lines = _setup_paragraph(summary) + _overfitting_section(summary) + _trend_section(summary)
     lines += _pairs_section(summary)
-    lines += ["## Flatness predicts the gap (fig_flatness_vs_gap)", "",
+    lo, hi = summary["spearman_ci"]
+    lines += ["## Flatness and the gap over every checkpoint (fig_flatness_vs_gap)", "",
               f"Over {summary['n_checkpoints']} checkpoints (every checkpoint of every seed of {summary['n_runs']} "
-              "runs; "
-              f"AT and AT-AWP at every saved epoch): Spearman {summary['spearman']:.2f} (95% bootstrap CI "
-              f"{summary['spearman_ci'][0]:.2f} to {summary['spearman_ci'][1]:.2f}, p = {summary['spearman_p']:.2g}), "
-              f"Kendall {summary['kendall']:.2f} (p = {summary['kendall_p']:.2g}).", ""]
+              f"runs; AT and AT-AWP at every saved epoch): Spearman {summary['spearman']:.2f} (95% bootstrap CI "
+              f"{lo:.2f} to {hi:.2f}, p = {summary['spearman_p']:.2g}), Kendall {summary['kendall']:.2f} "
+              f"(p = {summary['kendall_p']:.2g})"
+              + (": sharper checkpoints have larger gaps." if lo > 0 else
+                 ": sharper checkpoints have smaller gaps." if hi < 0 else
+                 ": the interval includes 0, so flatness does NOT rank the gaps here."), ""]
     lines += _measures_section(summary)
     lines += _sweep_section(summary)
     return "\n".join(lines)

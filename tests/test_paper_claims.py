@@ -109,3 +109,25 @@ def test_flatness_goes_with_the_gap_over_every_checkpoint_of_every_seed(summary)
         part = per[(per["name"] == name) & ~per["is_best"]]
         assert sorted(part["seed"].unique()) == sorted(seeds)
         assert part.groupby("seed")["epoch"].nunique().min() >= 2  # every saved epoch of every seed
+
+
+def test_every_awp_variant_is_flatter_beyond_the_seed_spread(summary):
+    pairs = {p["method"]: p for p in summary["awp_vs_base"]}
+    assert set(pairs) == {"at", "trades", "mart", "rst"}
+    for method, pair in pairs.items():
+        assert len(pair["seeds"]) >= 3, method
+        assert all(p["sharpness_awp"] < p["sharpness"] for p in pair["per_seed"]), method
+        assert pair["sharpness"]["hi"] < 0, method  # the 95% interval of AWP minus base excludes 0
+
+
+def test_gamma_sweep_flattens_with_gamma_and_random_perturbation_does_not(summary):
+    sweep = summary["gamma_sweep"]
+    adversarial = sorted((r for r in sweep if r["awp_kind"] == "adversarial"), key=lambda r: r["awp_gamma"])
+    assert adversarial[0]["awp_gamma"] == 0 and len(adversarial) >= 4
+    at, largest = adversarial[0], adversarial[-1]
+    assert all(r["sharpness"] < at["sharpness"] for r in adversarial[1:])  # every AWP flatter than AT
+    assert all(largest["sharpness"] < r["sharpness"] for r in adversarial[:-1])
+    assert largest["gap"] < at["gap"]
+    rwp = next(r for r in sweep if r["awp_kind"] == "random")
+    same = next(r for r in adversarial if r["awp_gamma"] == rwp["awp_gamma"])
+    assert rwp["sharpness"] > same["sharpness"] and rwp["gap"] > same["gap"]

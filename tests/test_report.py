@@ -152,3 +152,10 @@ def test_measure_claims_follow_the_ranking():
     assert "the interval includes 0" in report_markdown(summary)
     summary.pop("measure_ranking")
     assert "Which measure predicts the gap" not in report_markdown(summary)
+
+
+def test_correlation_sentence_follows_the_interval():
+    summary = _summary()
+    assert "sharper checkpoints have larger gaps" in report_markdown(summary)
+    summary["spearman_ci"] = [-0.1, 0.5]
+    assert "flatness does NOT rank the gaps here" in report_markdown(summary)
