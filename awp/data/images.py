@@ -129,5 +129,6 @@ class DataSplits:
             raise UsageError(f"unknown split {name!r}; choose from: {', '.join(SPLITS)}")
         images = getattr(self, name)
         if images is None or len(images) == 0:
-            raise UsageError(f"this run held out no validation images (val_size is 0): it has no {name!r} split; use 'train' or 'test'")
+            raise UsageError(f"this run held out no validation images (val_size is 0): it has no {name!r} split; "
+                             "use 'train' or 'test'")
         return images

@@ -31,7 +31,8 @@ _PICKLE_ALLOWED = {
     ("_codecs", "encode"),
 } | {
     ("builtins", name)
-    for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "bytes", "bytearray")
+    for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "bytes",
+                 "bytearray")
 }
 
 
@@ -116,7 +117,8 @@ def load_unlabeled(path: str | os.PathLike) -> ImageSet:
             except UserError:
                 raise
             except Exception as exc:
-                raise UserError(f"cannot read {source}: neither an .npz nor a readable pickle ({_one_line(exc)})") from exc
+                raise UserError(f"cannot read {source}: neither an .npz nor a readable pickle "
+                                f"({_one_line(exc)})") from exc
             if not isinstance(content, dict) or not {"data", "extrapolated_targets"} <= set(content):
                 found = sorted(map(str, content)) if isinstance(content, dict) else type(content).__name__
                 raise UserError(f"{source} must be a dict with 'data' and 'extrapolated_targets', found {found}")
