@@ -98,9 +98,8 @@ def _previous(path: Path | None) -> dict[str, Any]:
         return {}
 
 
-def _one(name: str, run: Run, config: MeasureConfig, data: tuple, attack: Any, runtime: Any) -> dict[str, Any]:
+def _one(name: str, run: Run, settings: dict[str, Any], data: tuple, attack: Any, runtime: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    settings = get_measure(name).settings(**config.settings.get(name, {}))
     value = measure(name, run.model, data, attack, runtime=runtime, **settings)
     return {"value": value, "seconds": round(time.perf_counter() - started, 3)}
 
@@ -124,9 +123,8 @@ def compute_measures(checkpoint: str | Path | Run, config: MeasureConfig | None 
     common = {"attack": None if attack is None else attack.describe(), "split": config.split,
               "samples": len(data[0]), "sample_seed": config.sample_seed, "batch_size": config.batch_size,
               "device_type": runtime.device.type, "precision": runtime.precision}
-    keys = {n: lio.cache_key(run.sha256, {"measure": n, **common,
-                                          "settings": get_measure(n).settings(**config.settings.get(n, {}))})
-            for n in config.measures}
+    settings = {n: get_measure(n).settings(**config.settings.get(n, {})) for n in config.measures}
+    keys = {n: lio.cache_key(run.sha256, {"measure": n, **common, "settings": settings[n]}) for n in config.measures}
     path = None if out is None else Path(out) / FILE
     entries = {n: {**e, "computed": False} for n, e in _previous(path).items()
                if isinstance(e, dict) and e.get("cache_key") == keys.get(n)}
@@ -134,11 +132,10 @@ def compute_measures(checkpoint: str | Path | Run, config: MeasureConfig | None 
     world = distributed.world() if distributed.initialized() else 1
     mine = shard(todo, distributed.rank(), world) if world > 1 else todo
     for r in range(-(-len(todo) // world)):
-        done = {mine[r]: _one(mine[r], run, config, data, attack, runtime)} if r < len(mine) else {}
+        done = {mine[r]: _one(mine[r], run, settings[mine[r]], data, attack, runtime)} if r < len(mine) else {}
         for got in distributed.all_gather_objects(done):
             for name, entry in got.items():
-                entries[name] = {**entry, "cache_key": keys[name], "computed": True,
-                                 "settings": get_measure(name).settings(**config.settings.get(name, {}))}
+                entries[name] = {**entry, "cache_key": keys[name], "computed": True, "settings": settings[name]}
                 if log is not None:
                     log(f"{name} = {entry['value']:.6g} ({entry['seconds']:.1f} s)")
         if path is not None and distributed.is_main():

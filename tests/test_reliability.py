@@ -126,11 +126,6 @@ def _assert_same(a, b, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, 0)
-            for p in folder.rglob("*")}
-
-
 # --------------------------------------------------------------------------- 1. atomic writes
 def test_every_write_in_the_packages_goes_through_awp_io():
     """No module writes a file directly: open(..., 'w'), write_text, torch.save, savefig, to_csv(path)."""
