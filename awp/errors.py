@@ -30,3 +30,12 @@ def require_all(checks: "list[tuple[bool, str]]", error: type[UserError] = Usage
     """:func:`require` for a table of (condition, message): the first that fails is raised."""
     for condition, message in checks:
         require(condition, message, error)
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """The exception's message on one line: its lines joined with ' | ' (the exception's type when
+    it has no message), cut to ``limit`` characters when given. The one formatter of every message
+    that quotes a library's error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " | ".join(lines) or type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

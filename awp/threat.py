@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from awp.checks import check_int, check_number
+from awp.registry import Registry
+
+NORMS = Registry("norm", {"linf": "L-infinity ball: every pixel moves by at most eps",
+                          "l2": "L2 ball: the perturbation's Euclidean norm is at most eps"})
 PAPER_LINF_EPS = 8 / 255
 _STEP_RATIO = {"cifar10": 1 / 4, "cifar100": 1 / 4, "svhn": 1 / 8}  # step / eps of the paper's PGD-20
 
@@ -42,3 +47,19 @@ def eval_threat(dataset: str, norm: str, train_eps: float, eps: float | None = N
     if paper:
         return Threat(PAPER_LINF_EPS, PAPER_LINF_EPS * ratio, norm, f"the AWP paper's {dataset} evaluation")
     return Threat(float(train_eps), float(train_eps) / 4, norm, "the training eps (no paper convention)")
+
+
+def check_threat(*, eps: float | None = None, step_size: float | None = None, steps: int | None = None,
+                 norm: str | None = None, what: str = "") -> None:
+    """The one check of an attack's settings, where they enter the code (configs, attacks,
+    methods, evaluation): eps a finite radius in [0, 1] pixel units, step_size finite and >= 0,
+    steps a whole number >= 0, norm a registered :data:`NORMS` name. ``None`` skips a setting;
+    ``what`` prefixes the names (``eval_`` -> ``eval_eps``)."""
+    if eps is not None:
+        check_number(eps, f"{what}eps", low=0, high=1, unit=" (pixel units in [0, 1]; 8/255 = 0.0314)")
+    if step_size is not None:
+        check_number(step_size, f"{what}step_size", low=0)
+    if steps is not None:
+        check_int(steps, f"{what}steps", 0)
+    if norm is not None:
+        NORMS.resolve(norm)
