@@ -179,7 +179,7 @@ class _Recompute:
         from awp.checkpoint import load_run
         from awp.config import config_from_dict
         from awp.runtime import resolve_runtime
-        from awp.train import measure
+        from awp.epoch_metrics import epoch_metrics
 
         runtime = resolve_runtime(self.device)
         if not isinstance(payload.get("config"), dict):
@@ -191,7 +191,7 @@ class _Recompute:
         run.config = config  # the run folder's config where the checkpoint stores none
         self._data[key] = run.data
         # The training loop's own measurement and attack, not a copy of them.
-        return measure(run.model, run.data, config, run.attack, runtime, splits=("train", "test")), run.attack.name
+        return epoch_metrics(run.model, run.data, config, run.attack, runtime, splits=("train", "test")), run.attack.name
 
 
 # -------------------------------------------------------------------------------------- labels

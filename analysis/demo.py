@@ -250,7 +250,7 @@ def run_demo(out: str | Path = "figures", work: str | Path = "runs/demo", *, qui
 
 
 def _pseudo_label(checkpoint: Path, out: Path) -> float:
-    from awp.data import pseudo_label_checkpoint
+    from awp.loaded import pseudo_label_checkpoint
 
     return pseudo_label_checkpoint(checkpoint, out)[1]
 

@@ -1,5 +1,5 @@
 """The training package's subcommands: ``awp train``, ``awp eval``, ``awp pseudo-label``, ``awp presets``,
-``awp import-checkpoint`` and ``awp export`` (other people's checkpoints, :mod:`awp.convert`).
+``awp import-checkpoint`` and ``awp export`` (other people's checkpoints, :mod:`awp.foreign`).
 
 Run-level choices are flags (preset, output folder, seed, device, resume); hyperparameters come
 from a preset plus typed ``key=value`` overrides (awp.config).
@@ -119,7 +119,7 @@ def _stderr(message: str) -> None:
 
 def _warn_nonfinite(source: str, names: list[str] | None) -> None:
     if names:
-        from awp.checkpoint import nonfinite_warning
+        from awp.safety import nonfinite_warning
 
         _stderr(nonfinite_warning(source, names))
 
@@ -184,7 +184,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _pseudo_label(args: argparse.Namespace) -> int:
-    from awp.data import pseudo_label_checkpoint
+    from awp.loaded import pseudo_label_checkpoint
     from awp.runtime import resolve_device
 
     count, agreement = pseudo_label_checkpoint(args.checkpoint, args.out, source=args.source,
@@ -216,7 +216,7 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def _import_checkpoint(args: argparse.Namespace) -> int:
-    from awp.convert import import_checkpoint
+    from awp.foreign import import_checkpoint
 
     out = import_checkpoint(args.source, format=args.format, arch=args.arch, dataset=args.dataset, out=args.out,
                             normalize=args.normalize, threat=args.threat, method=args.method,
@@ -226,7 +226,7 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from awp.convert import export_checkpoint
+    from awp.foreign import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, format=args.format, out=args.out, model_name=args.model_name,
                             dataset=args.dataset, threat=args.threat, allow_nonfinite=args.allow_nonfinite,

@@ -3,8 +3,8 @@
 Distributed data parallel training of "Adversarial Weight Perturbation Helps Robust
 Generalization" (Wu, Xia, Wang, NeurIPS 2020): the official code is single-process, and the AWP
 direction of its Algorithm 1 (Eq. 9) is the gradient of the whole batch; under DDP the ascent
-gradient is all-reduced (:func:`awp.perturbation._global_gradient`) so v is the same on every
-rank and equal to the single-process one.
+gradient is all-reduced so v is the same on every
+rank and equal to the single-process one (:func:`all_reduce_mean`).
 
 As in nanoGPT, DDP is detected from the environment that ``torchrun`` sets (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``). When ``WORLD_SIZE`` is unset nothing here does anything: a
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from awp.errors import UsageError
 
-__all__ = ["SyncBatchNorm", "all_gather_objects", "all_reduce_sum", "barrier", "broadcast_buffers",
+__all__ = ["SyncBatchNorm", "all_gather_objects", "all_reduce_mean", "all_reduce_sum", "barrier", "broadcast_buffers",
            "convert_sync_batchnorm", "initialized", "is_main", "launched", "local_rank", "localize",
            "rank", "session", "world"]
 
@@ -100,6 +100,14 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over processes, in place (returned as is when not distributed)."""
     if initialized():
         dist.all_reduce(tensor)
+    return tensor
+
+
+def all_reduce_mean(tensor: Tensor) -> Tensor:
+    """Average ``tensor`` over processes, in place (returned as is when not distributed)."""
+    if initialized():
+        dist.all_reduce(tensor)
+        tensor /= world()
     return tensor
 
 

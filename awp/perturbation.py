@@ -14,19 +14,28 @@ The official code gets g through a proxy model (a state-dict copy and one SGD st
 loss); the proxy's learning rate cancels in step 2, so this module takes the gradient directly
 with ``torch.autograd.grad`` on the model itself: no copy, and ``.grad`` is never touched.
 K > 1 ascent steps with projection onto V are an extension (``steps``), not the paper's method.
+
+Every weight perturbation a training step can take is a :class:`WeightPerturber` registered in
+:data:`PERTURBATIONS`: ``awp`` (this one) and ``random`` (the paper's same-size random baseline).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
+from awp import distributed
 from awp.attacks import model_mode
+from awp.checks import check_int, check_number
 from awp.errors import UsageError
-from awp.weights import named_weights, unwrap
+from awp.registry import Registry
+from awp.weights import WeightOffset, named_weights, unwrap
+
+if TYPE_CHECKING:
+    from awp.config import TrainConfig
+    from awp.runtime import Runtime
 
 EPS = 1e-20  # the official code's guard; float32 keeps it representable (it underflows in fp16)
 
@@ -41,16 +50,6 @@ def _scaled(g: Tensor, size: Tensor) -> Tensor:
     return g.mul_((size / (_norm(g) + EPS)).to(g.dtype))
 
 
-
-def _global_gradient(grads: list[Tensor]) -> list[Tensor]:
-    """Average the ascent gradient over processes, so v follows the whole global batch."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for g in grads:
-            dist.all_reduce(g)
-            g /= dist.get_world_size()
-    return grads
-
-
 class WeightPerturbation:
     """A perturbation v of named weights, applied only inside :meth:`applied`.
 
@@ -60,8 +59,6 @@ class WeightPerturbation:
     def __init__(self, model: nn.Module, tensors: dict[str, Tensor]):
         self.model = model
         self.tensors = tensors
-        params = dict(unwrap(model).named_parameters())
-        self._params = [(params[name], v) for name, v in tensors.items()]
 
     def norms(self) -> dict[str, float]:
         """||v_l|| for each perturbed tensor."""
@@ -69,7 +66,7 @@ class WeightPerturbation:
 
     @contextlib.contextmanager
     def applied(self, exact: bool = True) -> Iterator["WeightPerturbation"]:
-        """w += v on entry and w -= v on exit, even when the block raises.
+        """w += v on entry and w -= v on exit, even when the block raises (:class:`awp.weights.WeightOffset`).
 
         ``exact`` (default): when nothing inside the block changed a weight in place, exit restores
         a saved copy bit for bit (w + v - v is not exact in floating point); a weight the block did
@@ -77,25 +74,51 @@ class WeightPerturbation:
         like the official code. ``exact=False`` always subtracts and saves no copy (the training
         step uses it: its optimizer step changes the weights anyway).
         """
-        saved = []
-        with torch.no_grad():
-            for param, v in self._params:
-                original = param.detach().clone() if exact else None
-                param.add_(v.to(param.dtype))
-                saved.append((param, v, original, param._version))
-        try:
+        with WeightOffset(self.model, exact=exact).applied([(1.0, self.tensors)], list(self.tensors)):
             yield self
-        finally:
-            with torch.no_grad():
-                for param, v, original, version in saved:
-                    if original is not None and param._version == version:
-                        param.copy_(original)
-                    else:
-                        param.sub_(v.to(param.dtype))
 
 
-class AdversarialWeightPerturbation:
-    """Computes AWP's worst-case weight perturbation for a loss; never changes the model.
+class WeightPerturber:
+    """What a training step asks of a weight perturbation: ``compute(loss_fn)`` -> the
+    :class:`WeightPerturbation` v of this batch (never changing the model), and ``state_dict`` /
+    ``load_state_dict`` for what resuming needs besides the model. Entries of :data:`PERTURBATIONS`.
+
+    ``gamma``: the relative size per layer, ||v_l|| = gamma ||w_l|| on the conv and linear weights
+    (:func:`awp.weights.named_weights`), the set the official AWP code perturbs.
+    """
+
+    def __init__(self, model: nn.Module, gamma: float):
+        self.model = model
+        self.gamma = check_number(gamma, "perturbation gamma", low=0, high=1, low_open=True,
+                                  unit=" (a relative weight norm)")
+        self.names = [name for name, _ in named_weights(unwrap(model))]
+        if not self.names:
+            raise UsageError("the model has no conv or linear weight to perturb")
+
+    @classmethod
+    def from_config(cls, config: "TrainConfig", model: nn.Module, runtime: "Runtime") -> "WeightPerturber":
+        """This perturbation with a training config's settings (``awp_gamma``...)."""
+        raise NotImplementedError
+
+    def compute(self, loss_fn: Callable[[nn.Module], Tensor]) -> WeightPerturbation:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """What resuming needs besides the model; nothing by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict` (a no-op by default)."""
+
+
+PERTURBATIONS: Registry[type[WeightPerturber]] = Registry("weight perturbation")
+
+
+@PERTURBATIONS.register("awp", aliases=("adversarial",))
+class AdversarialWeightPerturbation(WeightPerturber):
+    """AWP (Wu et al. 2020, Eq. 8-9): the worst-case weight perturbation of the training loss.
+
+    Computes AWP's worst-case weight perturbation for a loss; never changes the model.
 
     Usage (as in the README)::
 
@@ -110,24 +133,22 @@ class AdversarialWeightPerturbation:
 
     def __init__(self, model: nn.Module, gamma: float = 0.01, *, steps: int = 1,
                  step_size: float | None = None):
-        if not 0 < gamma <= 1:
-            raise UsageError(f"awp gamma must be in (0, 1] (a relative weight norm), got {gamma}")
-        if int(steps) != steps or steps < 1:
-            raise UsageError(f"awp steps must be a whole number >= 1, got {steps}")
-        self.model = model
-        self.gamma = float(gamma)
-        self.steps = int(steps)
-        self.step_size = float(gamma if step_size is None else step_size)
-        self.names = [name for name, _ in named_weights(unwrap(model))]
-        if not self.names:
-            raise UsageError("the model has no conv or linear weight for AWP to perturb")
+        super().__init__(model, gamma)
+        self.steps = check_int(steps, "awp steps", 1)
+        self.step_size = self.gamma if step_size is None else check_number(step_size, "awp step_size", low=0,
+                                                                            low_open=True)
+
+    @classmethod
+    def from_config(cls, config: "TrainConfig", model: nn.Module, runtime: "Runtime") -> "WeightPerturber":
+        return cls(model, config.awp_gamma, steps=config.awp_steps)
 
     def _gradient(self, loss_fn: Callable[[nn.Module], Tensor]) -> list[Tensor]:
         params = dict(unwrap(self.model).named_parameters())
         loss = loss_fn(self.model)
         grads = torch.autograd.grad(loss, [params[n] for n in self.names], allow_unused=True)
-        return _global_gradient([torch.zeros_like(params[n], dtype=torch.float32) if g is None
-                                 else g.detach().float() for n, g in zip(self.names, grads)])
+        # Under DDP the ascent follows the whole global batch: the gradient is averaged over processes.
+        return [distributed.all_reduce_mean(torch.zeros_like(params[n], dtype=torch.float32) if g is None
+                                            else g.detach().float()) for n, g in zip(self.names, grads)]
 
     def compute(self, loss_fn: Callable[[nn.Module], Tensor]) -> WeightPerturbation:
         """v for ``loss_fn(model)`` (a scalar to maximize), with BN in train mode, stats restored."""
@@ -154,17 +175,11 @@ class AdversarialWeightPerturbation:
                     buffer.copy_(saved)
         return WeightPerturbation(self.model, dict(zip(self.names, v)))
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """What resuming needs besides the model (the perturbation protocol shared with
-        :class:`RandomWeightPerturbation`): nothing, AWP is a function of the weights and the batch."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore :meth:`state_dict` (a no-op for AWP)."""
 
 
-class RandomWeightPerturbation(AdversarialWeightPerturbation):
-    """The paper's baseline (Sec. 5, Fig. 4b): a random v of the same relative size per layer.
+@PERTURBATIONS.register("random")
+class RandomWeightPerturbation(WeightPerturber):
+    """Random weight perturbation, the paper's baseline (Sec. 5, Fig. 4b): a random v of AWP's relative size.
 
     v_l = gamma ||w_l|| r_l / ||r_l|| with r_l Gaussian, fresh at every step; the loss is not
     used. Comparing it with AWP at equal gamma shows that the direction, not the size, matters.
@@ -173,6 +188,11 @@ class RandomWeightPerturbation(AdversarialWeightPerturbation):
     def __init__(self, model: nn.Module, gamma: float = 0.01, *, generator: torch.Generator | None = None):
         super().__init__(model, gamma)
         self.generator = generator
+
+    @classmethod
+    def from_config(cls, config: "TrainConfig", model: nn.Module, runtime: "Runtime") -> "WeightPerturber":
+        # Its own seed stream (seed + 7919), so that it does not shift the attack's random starts.
+        return cls(model, config.awp_gamma, generator=runtime.generator(config.seed + 7919))
 
     def compute(self, loss_fn: Callable[[nn.Module], Tensor] | None = None) -> WeightPerturbation:
         params = dict(unwrap(self.model).named_parameters())

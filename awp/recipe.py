@@ -3,10 +3,10 @@
 ``awp presets NAME [key=value ...] [--json]`` prints it. Every entry is computed by the code the
 training run itself executes, so the card cannot drift from training: the epoch length and the
 learning rate of every epoch by :mod:`awp.schedule`, the augmentation by
-:func:`awp.data.augment.resolve`, the model's normalization by :func:`awp.train.arch_kwargs_for`, its
+:func:`awp.data.augment.resolve`, the model's normalization by :func:`awp.build.arch_kwargs_for`, its
 parameter count by :func:`awp.models.build_model` (on the meta device: nothing is allocated), the
-training attack, loss and BatchNorm sequence by :func:`awp.train.build_method`, the per-epoch
-metric attack by :func:`awp.train.metric_attack` and the ``awp eval`` default by
+training attack, loss and BatchNorm sequence by :func:`awp.build.build_method`, the per-epoch
+metric attack by :func:`awp.metrics.metric_attack` and the ``awp eval`` default by
 :func:`awp.threat.eval_threat`. Only the training-set size is planned rather than measured: the
 data set's size minus the validation hold-out (or ``train_subset``), as :func:`awp.data.build_dataset`
 splits it, so no data file is needed.
@@ -26,7 +26,8 @@ from awp.evaluate import pixels
 from awp.models import build_model
 from awp.schedule import iterations_per_epoch, lr_by_epoch
 from awp.threat import eval_threat
-from awp.train import arch_kwargs_for, build_method, metric_attack
+from awp.build import arch_kwargs_for, build_method
+from awp.metrics import metric_attack
 
 NO_UNLABELED = "<not set: pass unlabeled=PATH>"
 

@@ -14,6 +14,7 @@ keeps the data set's step-to-radius ratio (1/4; SVHN 1/8).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from awp.checks import check_int, check_number
 from awp.registry import Registry
@@ -63,3 +64,17 @@ def check_threat(*, eps: float | None = None, step_size: float | None = None, st
         check_int(steps, f"{what}steps", 0)
     if norm is not None:
         NORMS.resolve(norm)
+
+
+# The threat models RobustBench ranks, as attack settings (pixel units; PGD step eps/4 as `awp eval`).
+STANDARD_THREATS = Registry("threat model", {"Linf": "Linf ball of radius 8/255", "L2": "L2 ball of radius 0.5"})
+_STANDARD_RADIUS = {"Linf": ("linf", 8 / 255), "L2": ("l2", 0.5)}
+
+
+def threat_config(dataset: str, threat: str = "Linf") -> dict[str, Any]:
+    """The training-config fields a foreign model needs for ``awp eval`` / ``awp landscape``: its
+    data set and the standard threat model (Linf 8/255 or L2 0.5, PGD step eps/4); ``threat`` is
+    matched without regard to case."""
+    names = {name.lower(): name for name in STANDARD_THREATS.names()}
+    norm, eps = _STANDARD_RADIUS[STANDARD_THREATS.resolve(names.get(str(threat).lower(), threat))]
+    return {"dataset": dataset, "eps": eps, "step_size": eps / 4, "norm": norm}

@@ -13,13 +13,9 @@ accuracy) and last.pt (everything needed to resume bit for bit on CPU).
 """
 from __future__ import annotations
 
-import json
-import platform
 import random
-import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,27 +23,30 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from awp import __version__, distributed
-from awp.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
-from awp.config import TrainConfig, config_from_dict
-from awp.data import augment
-from awp.data import SPLITS, DataSplits, build_dataset, iterate_batches, iterate_mixed_batches
-from awp.errors import UserError, UsageError
-from awp.io import atomic_write_json, check_output_folder, read_csv_rows, write_csv
-from awp.methods import Method, get_method
-from awp.metrics import AttackSpec, clean_and_robust, metric_attack
+from awp import distributed
+from awp.build import arch_kwargs_for, build_method, build_perturbation
+from awp.checkpoint_file import read_checkpoint
+from awp.config import TrainConfig
+from awp.data import DataSplits, augment, build_dataset, iterate_batches, iterate_mixed_batches
+from awp.epoch_metrics import epoch_metrics
+from awp.errors import UsageError, UserError
+from awp.io import read_csv_rows
+from awp.methods import Method
+from awp.metrics import AttackSpec, metric_attack
 from awp.models import build_model
-from awp.perturbation import AdversarialWeightPerturbation, RandomWeightPerturbation
+from awp.perturbation import WeightPerturber
+from awp.rng import set_rng_state
+from awp.run_folder import RunFolder, check_run_folder
 from awp.runtime import CPU, Runtime, resolve_runtime
+from awp.safety import load_state_strict
 from awp.schedule import iterations_per_epoch, lr_at
 
-QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
-COLUMNS = (["epoch", "lr", "awp_active", "train_batch_loss", "train_batch_adv_acc"]
-           + [f"{s}_{q}" for s in SPLITS for q in QUANTITIES] + ["attack", "time"])
+__all__ = ["RunFolder", "Training", "build_training", "end_of_epoch", "fit", "resume_training", "train_one_epoch",
+           "train_step"]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, x: Tensor,
-               y: Tensor, awp: AdversarialWeightPerturbation | None = None, *,
+               y: Tensor, awp: WeightPerturber | None = None, *,
                runtime: Runtime = CPU, scaler: torch.amp.GradScaler | None = None,
                sync: bool = True, loss_scale: float = 1.0) -> dict[str, Any]:
     """One training step; returns floats (``sync=False``: 0-dim tensors, no host sync).
@@ -109,49 +108,6 @@ class _State:
     best_epoch: int = 0
 
 
-def arch_kwargs_for(config: TrainConfig, data: DataSplits) -> dict[str, Any]:
-    """The model's constructor arguments: classes, channels, normalization (the data set's
-    mean/std inside the model when ``normalize``), then ``model_kwargs``."""
-    kwargs = {"num_classes": data.num_classes, "in_channels": data.image_shape[0]}
-    if config.normalize:
-        kwargs.update(mean=list(data.mean), std=list(data.std))
-    return {**kwargs, **config.model_kwargs}
-
-
-def build_method(config: TrainConfig) -> Method:
-    """The training method with the config's attack, loss and BN-sequence settings."""
-    hparams = dict(eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
-                   norm=config.norm, beta=config.beta, bn_sequence=config.bn_sequence)
-    if config.attack_mode is not None:
-        hparams["attack_mode"] = config.attack_mode
-    return get_method(config.method, **hparams)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_version": random.getstate()[0]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _meta(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
-    world = {"world_size": distributed.world()} if distributed.world() > 1 else {}
-    return {**world, "awp_toolkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "device": str(runtime.device),
-            "device_name": (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
-                            else platform.processor() or "cpu"),
-            "precision": runtime.precision, "seed": config.seed, "argv": sys.argv,
-            "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
 def _batches(config: TrainConfig, data: DataSplits, method: Method, epoch: int, runtime: Runtime,
              rank: int = 0, world: int = 1):
     """(x, y, size of the global batch) of this rank's shares; one process: the whole batches.
@@ -182,34 +138,6 @@ def _batches(config: TrainConfig, data: DataSplits, method: Method, epoch: int, 
 
 
 
-def measure(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,
-            runtime: Runtime, splits: tuple[str, ...] = SPLITS) -> dict[str, float]:
-    """Clean and robust metrics of ``splits`` at the current weights: the first
-    ``eval_train_samples`` training images, the whole validation split, the first
-    ``eval_test_samples`` (or all) test images. Under DDP each rank measures images rank::world
-    and the sums are all-reduced (same images in all, other random starts than one process)."""
-    sets = {"train": lambda: data.train.tensors(limit=config.eval_train_samples),
-            "val": lambda: data.val.tensors() if data.val is not None and len(data.val) else None,
-            "test": lambda: data.test.tensors(limit=config.eval_test_samples)}
-    sets = {split: sets[split]() for split in splits}
-    rank, world = distributed.rank(), distributed.world()
-    row: dict[str, float] = {}
-    for split, tensors in sets.items():
-        if tensors is None:
-            result = dict.fromkeys(QUANTITIES, float("nan"))
-        elif world == 1:
-            result = clean_and_robust(model, *tensors, attack, batch_size=config.eval_batch_size, runtime=runtime)
-        else:
-            x, y = (t[rank::world] for t in tensors)
-            share = (clean_and_robust(model, x, y, attack, batch_size=config.eval_batch_size, runtime=runtime)
-                     if len(x) else dict.fromkeys(QUANTITIES, 0.0))
-            sums = torch.tensor([share[k] * len(x) for k in QUANTITIES], dtype=torch.float64,
-                                device=runtime.device)
-            result = dict(zip(QUANTITIES, (distributed.all_reduce_sum(sums) / len(tensors[0])).tolist()))
-        row.update({f"{split}_{k}": v for k, v in result.items()})
-    return row
-
-
 def fit(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
         progress: bool = True, log: Callable[[str], None] | None = None) -> tuple[nn.Module, Path | None]:
     """Train ``config``; returns (trained model in eval mode, run folder or None when not saving).
@@ -233,7 +161,7 @@ def _fit(config: TrainConfig, out: Path | None, runtime: Runtime, *, resume: boo
     main = distributed.is_main()
     log = log if (log is not None and main) else (lambda message: None)
     if out is not None:
-        _check_run_folder(out, config, resume)
+        check_run_folder(out, config, resume)
     training = build_training(config, runtime)
     folder = RunFolder(out, training) if out is not None else None
     if folder is not None and resume and folder.last.exists():
@@ -272,20 +200,10 @@ class Training:
     method: Method
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    perturbation: AdversarialWeightPerturbation | None
+    perturbation: WeightPerturber | None
     attack: AttackSpec
     state: _State = field(default_factory=_State)
     rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def build_perturbation(config: TrainConfig, model: nn.Module, runtime: Runtime) -> AdversarialWeightPerturbation | None:
-    """AWP, its random baseline (``awp_kind='random'``), or None (``awp_gamma=0``): one protocol,
-    ``compute(loss_fn)`` and ``state_dict()`` / ``load_state_dict()`` for resuming."""
-    if config.awp_gamma <= 0:
-        return None
-    if config.awp_kind == "random":
-        return RandomWeightPerturbation(model, config.awp_gamma, generator=runtime.generator(config.seed + 7919))
-    return AdversarialWeightPerturbation(model, config.awp_gamma, steps=config.awp_steps)
 
 
 def build_training(config: TrainConfig, runtime: Runtime) -> Training:
@@ -330,7 +248,7 @@ def resume_training(training: Training, last: Path, log: Callable[[str], None]) 
                             best_epoch=saved["best_epoch"])
     ranks = saved.get("rng_ranks")
     if world == 1 or (ranks is not None and len(ranks) == world):
-        _set_rng_state(saved["rng"] if world == 1 else ranks[rank])
+        set_rng_state(saved["rng"] if world == 1 else ranks[rank])
     else:  # another number of processes: the run continues, but not bit for bit
         torch.manual_seed(training.config.seed + 1_000_003 * rank + 7 * saved["epoch"])
         log(f"note: {last} was written by {len(ranks or [0])} process(es), not {world}; "
@@ -341,7 +259,7 @@ def resume_training(training: Training, last: Path, log: Callable[[str], None]) 
     training.rows = [r for r in read_csv_rows(last.parent / "metrics.csv") if int(r["epoch"]) <= saved["epoch"]]
 
 
-def train_one_epoch(training: Training, epoch_index: int, folder: "RunFolder | None" = None) -> dict[str, Any]:
+def train_one_epoch(training: Training, epoch_index: int, folder: RunFolder | None = None) -> dict[str, Any]:
     """Stage 3: one epoch of :func:`train_step` with the schedule's learning rate; returns the
     epoch's lr, whether AWP was active and the mean training-batch loss and accuracy. A
     non-finite loss (any rank) stops the run with the epoch and step, the last checkpoint kept."""
@@ -380,7 +298,7 @@ def end_of_epoch(training: Training, epoch: int, stats: dict[str, Any], started:
     the unperturbed weights, eval mode) and whether it is the best so far on ``select_on``."""
     t = training
     t.model.eval()
-    row = {"epoch": epoch, **stats, **measure(t.forward_model, t.data, t.config, t.attack, t.runtime),
+    row = {"epoch": epoch, **stats, **epoch_metrics(t.forward_model, t.data, t.config, t.attack, t.runtime),
            "attack": t.attack.name, "time": time.perf_counter() - started}
     t.rows.append(row)
     selected = row["val_robust_acc" if t.config.select_on == "val" else "test_robust_acc"]
@@ -389,64 +307,6 @@ def end_of_epoch(training: Training, epoch: int, stats: dict[str, Any], started:
         t.state.best_robust_acc, t.state.best_epoch = selected, epoch
     t.state.epoch = epoch
     return row, improved
-
-
-class RunFolder:
-    """Stage 5, the run folder's writer (rank 0): config.json and meta.json at the start; after
-    every epoch metrics.csv, best.pt when the selection improved, epoch_NNN.pt every ``save_every``
-    epochs and last.pt with everything :func:`resume_training` needs."""
-
-    def __init__(self, path: Path, training: Training):
-        self.path, self.training = path, training
-        self.last = path / "last.pt"
-
-    def start(self) -> None:
-        t = self.training
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create run folder {self.path}: {exc.strerror or exc}") from exc
-        atomic_write_json(self.path / "config.json", t.config.to_dict())
-        atomic_write_json(self.path / "meta.json", _meta(t.config, t.runtime))
-
-    def _save(self, path: Path, epoch: int, metrics: dict[str, Any], **extra: Any) -> None:
-        t = self.training
-        save_checkpoint(path, t.model, arch=t.config.model, arch_kwargs=t.arch_kwargs, dataset=t.config.dataset,
-                        method=t.config.method, awp_gamma=t.config.awp_gamma, epoch=epoch, metrics=metrics,
-                        config=t.config.to_dict(), **extra)
-
-    def write_epoch(self, row: dict[str, Any], improved: bool) -> None:
-        t, epoch = self.training, row["epoch"]
-        world = distributed.world()
-        rng_ranks = distributed.all_gather_objects(_rng_state()) if world > 1 else None  # every rank joins
-        if not distributed.is_main():
-            return
-        write_csv(self.path / "metrics.csv", t.rows, COLUMNS)
-        metrics = {k: v for k, v in row.items() if k != "time"}
-        if improved:
-            self._save(self.path / "best.pt", epoch, {**metrics, "selected_on": t.config.select_on})
-        if epoch % t.config.save_every == 0 or epoch == t.config.epochs:
-            self._save(self.path / f"epoch_{epoch:03d}.pt", epoch, metrics)
-        self._save(self.last, epoch, metrics, optimizer=t.optimizer.state_dict(),
-                   scaler=t.scaler.state_dict() if t.scaler.is_enabled() else {}, rng=_rng_state(),
-                   perturbation=t.perturbation.state_dict() if t.perturbation is not None else {},
-                   best_robust_acc=t.state.best_robust_acc, best_epoch=t.state.best_epoch,
-                   **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}))
-
-
-def _check_run_folder(run: Path, config: TrainConfig, resume: bool) -> None:
-    if run.exists() and not run.is_dir():
-        raise UsageError(f"--out {run} is a file, not a folder")
-    check_output_folder(run, "--out")
-    has_run = (run / "metrics.csv").exists() or (run / "last.pt").exists()
-    if has_run and not resume:
-        raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and (run / "config.json").exists():
-        saved = json.loads((run / "config.json").read_text())
-        if config_from_dict(saved).to_dict() != config.to_dict():
-            differing = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
-            raise UsageError(f"--resume with a different config than {run}/config.json (differs in: "
-                             f"{', '.join(differing[:5])})")
 
 
 def _progress(iterable, enabled: bool, **kwargs):

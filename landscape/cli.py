@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
 def _landscape(args: argparse.Namespace) -> int:
     """Compute, save and plot the landscape of every checkpoint (:func:`landscape.compute_landscape`)."""
     from awp import distributed
-    from awp.checkpoint import nonfinite_warning
+    from awp.safety import nonfinite_warning
     from awp.runtime import resolve_device
     from landscape.compute import compute_landscape
     from landscape.io import nonfinite_results
@@ -236,7 +236,7 @@ def measure_config_from_args(args: argparse.Namespace) -> "MeasureConfig":
 def _measures(args: argparse.Namespace) -> int:
     """Compute and save the measures of every checkpoint (:func:`landscape.measure_run.compute_measures`)."""
     from awp import distributed
-    from awp.checkpoint import nonfinite_warning
+    from awp.safety import nonfinite_warning
     from awp.io import nonfinite_paths
     from awp.runtime import resolve_device
     from landscape.measure_run import compute_measures

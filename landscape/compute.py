@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from awp import distributed
-from awp.checkpoint import Run, load_run
+from awp.loaded import LoadedCheckpoint, load_run
 from awp.data import SPLITS
 from awp.errors import UsageError, require_all
 from awp.metrics import AttackSpec
@@ -141,7 +141,7 @@ class LandscapeResult:
     folder: Path | None = None
 
 
-def landscape_samples(run: Run, config: LandscapeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def landscape_samples(run: LoadedCheckpoint, config: LandscapeConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed seeded subset of ``config.split``: independent of the run seed, so every checkpoint
     of a data set sees the same images."""
     images = run.split(config.split)
@@ -150,7 +150,7 @@ def landscape_samples(run: Run, config: LandscapeConfig) -> tuple[torch.Tensor, 
     return images.batch(order[:n].sort().values)
 
 
-def landscape_attack(run: Run, config: LandscapeConfig) -> AttackSpec:
+def landscape_attack(run: LoadedCheckpoint, config: LandscapeConfig) -> AttackSpec:
     """PGD-``steps`` under the data set's evaluation threat model (:func:`awp.threat.eval_threat`:
     CIFAR Linf 8/255 step 2/255, SVHN step 1/255, digits the training eps and eps/4), which
     ``config.eps`` / ``config.step_size`` override; seeded with ``config.seed``."""
@@ -229,14 +229,14 @@ class _Recorder:
             lio.save_partial(self.folder, self.key, self.rows)
 
 
-def compute_landscape(checkpoint: str | Path | Run, config: LandscapeConfig | None = None,
+def compute_landscape(checkpoint: str | Path | LoadedCheckpoint, config: LandscapeConfig | None = None,
                       out: str | Path | None = None, *, device: str | torch.device = "auto",
                       data_dir: str | None = None, progress: bool = False, title: str | None = None,
                       **load: Any) -> LandscapeResult:
     """The adversarial weight loss landscape of a checkpoint: compute, cache, resume, save, plot.
 
     ``checkpoint``: a path, ``'robustbench:NAME'`` (``load`` passes ``dataset``, ``threat``,
-    ``model_dir`` to :func:`awp.checkpoint.load_run`) or a :class:`~awp.checkpoint.Run`.
+    ``model_dir`` to :func:`awp.loaded.load_run`) or a :class:`~awp.loaded.LoadedCheckpoint`.
     ``out``: the result folder (``landscape.csv``, ``landscape.json``, ``landscape.png``); points
     already computed there under the same cache key are reused, and an interrupted call resumes.
     None computes in memory. Under torchrun the points are split across the group and rank 0
@@ -244,7 +244,7 @@ def compute_landscape(checkpoint: str | Path | Run, config: LandscapeConfig | No
     """
     config = LandscapeConfig() if config is None else config
     runtime = distributed.localize(resolve_runtime(device, config.precision, config.channels_last, config.compile))
-    run = checkpoint if isinstance(checkpoint, Run) else load_run(checkpoint, runtime.device, data_dir=data_dir,
+    run = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_run(checkpoint, runtime.device, data_dir=data_dir,
                                                                   **load)
     folder = None if out is None else Path(out)
     model = runtime.prepare_model(run.model)
@@ -269,7 +269,7 @@ def compute_landscape(checkpoint: str | Path | Run, config: LandscapeConfig | No
     return LandscapeResult(table=df, flatness=flatness, info=info, folder=folder)
 
 
-def _info(run: Run, settings: dict[str, Any], key: str, total: int, computed: int,
+def _info(run: LoadedCheckpoint, settings: dict[str, Any], key: str, total: int, computed: int,
           flatness: dict[str, Any]) -> dict[str, Any]:
     meta = run.meta
     return {"checkpoint": run.source, "checkpoint_sha256": run.sha256, "arch": meta.get("arch"),

@@ -1,9 +1,9 @@
 """The point evaluator shared by curves, surfaces and flatness scalars (Wu et al. 2020, Sec. 3).
 
 A landscape point is rho(w + v) for v = sum_i c_i d_i: the model in eval mode (BatchNorm uses
-the centre model's running statistics), the weights set in place to w_centre + v (the centre is
-saved once per session and restored bit for bit after every point: no model copy, no per-point
-allocation), then one of three losses on a fixed set of samples:
+the centre model's running statistics), the weights set in place to w_centre + v by
+:class:`awp.weights.WeightOffset` (the centre is saved once per session and restored bit for bit
+after every point: no model copy, no per-point allocation), then one of three losses on a fixed set of samples:
 
 - ``'adversarial'`` (the paper's): PGD re-run against f_{w+v}; its random start comes from a
   generator seeded with ``attack.seed`` afresh at every point and consumed batch after batch, so
@@ -26,12 +26,11 @@ from torch import Tensor, nn
 from awp.attacks import model_mode
 from awp.errors import UsageError
 from awp.metrics import AttackSpec, loss_and_correct
-from awp.weights import unwrap
+from awp.weights import Combination, WeightOffset
 from awp.runtime import Runtime
 
 LOSSES = ("adversarial", "clean", "fixed")
 Batches = list[tuple[Tensor, Tensor]]
-Combination = Sequence[tuple[float, dict[str, Tensor]]]
 
 
 def model_runtime(model: nn.Module, runtime: Runtime | None = None) -> Runtime:
@@ -90,7 +89,7 @@ class PointEvaluator:
         self.batches = prepare_batches(data, batch_size, self.runtime)
         self.count = sum(len(y) for _, y in self.batches)
         self._fixed: list[Tensor] | None = None
-        self._centre: dict[str, Tensor] | None = None  # saved weights while a session is open
+        self._offset: WeightOffset | None = None  # the weights' centre, saved while a session is open
 
     def _adversarial(self) -> list[Tensor]:
         generator = self.runtime.generator(self.attack.seed)
@@ -116,34 +115,11 @@ class PointEvaluator:
         """The inputs of a point, batch by batch, inside :meth:`session`: the clean images
         ('clean'), the examples crafted at the centre w ('fixed'), or adversarial examples crafted
         now against the current weights ('adversarial', the attack seeded afresh)."""
-        if self._centre is None:
+        if self._offset is None:
             raise RuntimeError("PointEvaluator.inputs needs an active session()")
         if self.loss == "clean":
             return [xb for xb, _ in self.batches]
         return self._fixed if self.loss == "fixed" else self._adversarial()
-
-    def _offset(self, combination: Combination, names: Sequence[str] | None) -> None:
-        """Set w = w_centre + sum_i c_i d_i in place on ``names`` (default: every name the
-        combination mentions): one copy and one add per direction, no temporary tensors. The
-        centre of a tensor is saved the first time it is moved, once per session."""
-        if names is None:
-            names = sorted({name for coef, d in combination if coef != 0 for name in d})
-        with torch.no_grad():
-            for name in names:
-                param = self._params[name]
-                centre = self._centre.get(name)
-                if centre is None:
-                    centre = self._centre[name] = param.detach().clone()
-                param.copy_(centre)
-                for coef, d in combination:
-                    if coef != 0 and name in d:
-                        param.add_(d[name].to(param.dtype), alpha=float(coef))
-
-    def _restore(self) -> None:
-        """Every moved tensor back to its saved centre, bit for bit."""
-        with torch.no_grad():
-            for name, centre in self._centre.items():
-                self._params[name].copy_(centre)
 
     def sums(self, perturbation: dict[str, Tensor] | Combination | None = None,
              names: Sequence[str] | None = None) -> Tensor:
@@ -154,16 +130,13 @@ class PointEvaluator:
         infinite loss stays so, and the count is NaN when a logit is not finite
         (:func:`awp.metrics.loss_and_correct`).
         """
-        if self._centre is None:
+        if self._offset is None:
             raise RuntimeError("PointEvaluator.sums needs an active session()")
-        if perturbation:
-            combination = [(1.0, perturbation)] if isinstance(perturbation, dict) else perturbation
-            self._offset(combination, names)
-        try:
+        if not perturbation:
             return self._totals()
-        finally:
-            if perturbation:
-                self._restore()
+        combination = [(1.0, perturbation)] if isinstance(perturbation, dict) else perturbation
+        with self._offset.applied(combination, names):
+            return self._totals()
 
     def point(self, perturbation: dict[str, Tensor] | Combination | None = None,
               names: Sequence[str] | None = None) -> tuple[float, float]:
@@ -175,16 +148,15 @@ class PointEvaluator:
     def session(self) -> Iterator["PointEvaluator"]:
         """Eval mode for the whole evaluation (flags restored after); 'fixed' examples crafted at w.
         Weights moved by a point are restored bit for bit after it, and again on exit."""
-        self._params = dict(unwrap(self.model).named_parameters())
-        self._centre = {}
+        self._offset = WeightOffset(self.model)
         try:
             with model_mode(self.model, "eval"):
                 if self.loss == "fixed" and self._fixed is None:
                     self._fixed = self._adversarial()
                 yield self
         finally:
-            self._restore()
-            self._centre = None
+            self._offset.restore()
+            self._offset = None
 
 
 @contextlib.contextmanager

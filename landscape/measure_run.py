@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 
 from awp import distributed
-from awp.checkpoint import Run, load_run
+from awp.loaded import LoadedCheckpoint, load_run
 from awp.data import SPLITS
 from awp.errors import UsageError, require_all
 from awp.io import atomic_write_json
@@ -98,24 +98,24 @@ def _previous(path: Path | None) -> dict[str, Any]:
         return {}
 
 
-def _one(name: str, run: Run, settings: dict[str, Any], data: tuple, attack: Any, runtime: Any) -> dict[str, Any]:
+def _one(name: str, run: LoadedCheckpoint, settings: dict[str, Any], data: tuple, attack: Any, runtime: Any) -> dict[str, Any]:
     started = time.perf_counter()
     value = measure(name, run.model, data, attack, runtime=runtime, **settings)
     return {"value": value, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def compute_measures(checkpoint: str | Path | Run, config: MeasureConfig | None = None,
+def compute_measures(checkpoint: str | Path | LoadedCheckpoint, config: MeasureConfig | None = None,
                      out: str | Path | None = None, *, device: str | torch.device = "auto",
                      data_dir: str | None = None, log: Any = None, **load: Any) -> MeasuresResult:
     """The measures of a checkpoint: compute the missing ones, reuse the cached ones, save.
 
     ``checkpoint``: a path, ``'robustbench:NAME'`` (``load`` passes ``dataset``, ``threat``,
-    ``model_dir``) or a :class:`~awp.checkpoint.Run`. ``out``: the folder of ``measures.json``
+    ``model_dir``) or a :class:`~awp.loaded.LoadedCheckpoint`. ``out``: the folder of ``measures.json``
     (None: in memory). ``log(message)`` is told about each measure. The model is left bit-identical.
     """
     config = MeasureConfig() if config is None else config
     runtime = distributed.localize(resolve_runtime(device, config.precision, config.channels_last, config.compile))
-    run = checkpoint if isinstance(checkpoint, Run) else load_run(checkpoint, runtime.device, data_dir=data_dir,
+    run = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_run(checkpoint, runtime.device, data_dir=data_dir,
                                                                   **load)
     run.model = runtime.prepare_model(run.model)
     data = landscape_samples(run, config)
@@ -148,7 +148,7 @@ def compute_measures(checkpoint: str | Path | Run, config: MeasureConfig | None 
     return MeasuresResult(values=values, info=info, path=path)
 
 
-def _info(run: Run, common: dict[str, Any], entries: dict[str, Any], config: MeasureConfig,
+def _info(run: LoadedCheckpoint, common: dict[str, Any], entries: dict[str, Any], config: MeasureConfig,
           complete: bool) -> dict[str, Any]:
     meta = run.meta
     ordered = {n: entries[n] for n in config.measures if n in entries}

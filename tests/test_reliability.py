@@ -419,6 +419,7 @@ def test_wrong_weights_name_missing_and_unexpected_keys(bad_files):
 
 # ------------------------------------------------------------------------ 4. numerical faults
 def test_nan_loss_stops_with_epoch_and_step_and_resume_works(tmp_path, capsys, monkeypatch):
+    import awp.epoch_metrics
     import awp.methods
     import awp.train
 
@@ -426,7 +427,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_resume_works(tmp_path, capsys, m
     argv = ["train", "--preset", "digits-at", "epochs=4", "save_every=1", "eval_steps=1", "train_subset=100",
             "--out", str(run), "--quiet"]
     measured, steps = [0], [0]
-    forward, measure = awp.methods.AT.forward, awp.train.measure
+    forward, measure = awp.methods.AT.forward, awp.epoch_metrics.epoch_metrics
 
     def counting_measure(*args, **kwargs):
         measured[0] += 1
@@ -440,7 +441,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_resume_works(tmp_path, capsys, m
                 out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(awp.train, "measure", counting_measure)
+    monkeypatch.setattr(awp.train, "epoch_metrics", counting_measure)
     monkeypatch.setattr(awp.methods.AT, "forward", faulty_forward)
     assert awp_cli.main(argv) == 1
     err = capsys.readouterr().err.strip()

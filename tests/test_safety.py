@@ -298,7 +298,7 @@ def test_allow_nonfinite_pseudo_label_and_export_say_so(files, tmp_path, capsys)
 
 
 def test_allow_nonfinite_import_records_the_names(files, tmp_path):
-    from awp.convert import import_checkpoint
+    from awp.foreign import import_checkpoint
 
     messages = []
     out = import_checkpoint(files / "nan_foreign.pt", format="mart", arch="smallcnn", dataset="custom",
@@ -412,10 +412,10 @@ OUTPUT_CASES = [
     (["measures", "{d}/good.pt", "--out", "{t}", *MEAS], "landscape.measure_run:load_run", "is a file"),
     (["eval", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.evaluate:evaluate_checkpoint", "is a folder"),
     (["eval", "{d}/good.pt", "--out", "{d}/a_file/e.json"], "awp.evaluate:evaluate_checkpoint", "is a file"),
-    (["pseudo-label", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.checkpoint:load_run", "is a folder"),
+    (["pseudo-label", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.loaded:load_run", "is a folder"),
     (["import-checkpoint", "{d}/nan_foreign.pt", "--format", "mart", "--arch", "smallcnn", "--dataset", "custom",
-      "--out", "{d}/a_file/i.pt"], "awp.convert:load_foreign_state", "is a file"),
-    (["export", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.convert:read_checkpoint", "is a folder"),
+      "--out", "{d}/a_file/i.pt"], "awp.foreign:load_foreign_state", "is a file"),
+    (["export", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.foreign:read_checkpoint", "is a folder"),
     (["train", "--preset", "digits-at", "epochs=1", "--out", "{d}/a_file/run"], "awp.train:build_dataset", "is a file"),
     (["correlate", "--runs", "{d}", "--out", "{d}/a_folder"], "analysis.catalog:collect_runs", "is a folder"),
     (["figures", "--runs", "{d}", "--out", "{d}/a_file"], "analysis.catalog:collect_runs", "is a file"),
@@ -461,7 +461,7 @@ def test_output_checks_create_nothing(tmp_path):
 @pytest.fixture
 def zoo(tmp_path, monkeypatch):
     """A RobustBench model folder, with RobustBench's own loading forbidden (it allocates)."""
-    from awp.convert import _robustbench
+    from awp.robustbench import _robustbench
 
     utils = _robustbench()[0]
     monkeypatch.setattr(utils, "load_model", _boom)
@@ -487,7 +487,7 @@ def test_robustbench_size_limit_names_the_first_tensor_past_it(zoo):
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from awp.convert import load_robustbench
+    from awp.robustbench import load_robustbench
 
     name = "Wu2020Adversarial_extra"
     torch.save({"state_dict": {"module.conv1.weight": torch.zeros(16, 3, 3, 3)}}, zoo / f"{name}.pt")

@@ -49,7 +49,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, kind)
     config = load_preset("digits-at", overrides)
     _, straight = fit(config, tmp_path / "straight", progress=False)
 
-    real_measure = train_module.measure
+    real_measure = train_module.epoch_metrics
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):  # killed in epoch 3, after its training steps
@@ -58,10 +58,10 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, kind)
             raise KeyboardInterrupt
         return real_measure(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "measure", interrupted)
+    monkeypatch.setattr(train_module, "epoch_metrics", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(train_module, "measure", real_measure)
+    monkeypatch.setattr(train_module, "epoch_metrics", real_measure)
     assert read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 2
     with pytest.raises(UsageError, match="--resume"):
         fit(config, tmp_path / "resumed", progress=False)

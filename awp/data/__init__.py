@@ -15,7 +15,8 @@ batch, augmentation included.
 RST (Carmon et al. 2019, "Unlabeled Data Improves Adversarial Robustness"):
 :func:`iterate_mixed_batches` draws each batch as labeled images from a per-epoch
 permutation plus a fraction ``unsup_fraction`` of pseudo-labeled images drawn with replacement;
-:func:`pseudo_label` labels an unlabeled pool with a standard model; :func:`load_unlabeled`
+:func:`pseudo_label` labels an unlabeled pool with a standard model (from a checkpoint file:
+:func:`awp.loaded.pseudo_label_checkpoint`); :func:`load_unlabeled`
 reads Carmon et al.'s pickle (through a restricted unpickler) or our ``.npz``.
 
 Validation hold-out: Rice et al. ("Overfitting in adversarially robust deep learning") keep
@@ -31,8 +32,8 @@ from awp.data.augment import Augmentation, augment_batch
 from awp.data.batching import iterate_batches, iterate_mixed_batches, num_batches
 from awp.data.images import SPLITS, DataSplits, ImageSet
 from awp.data.registry import build_dataset, dataset_spec, list_datasets
-from awp.data.unlabeled import load_unlabeled, pseudo_label, pseudo_label_checkpoint, save_unlabeled_npz
+from awp.data.unlabeled import load_unlabeled, pseudo_label, save_unlabeled_npz
 
 __all__ = ["SPLITS", "Augmentation", "DataSplits", "ImageSet", "augment_batch", "build_dataset", "dataset_spec",
            "iterate_batches", "iterate_mixed_batches", "list_datasets", "load_unlabeled", "num_batches",
-           "pseudo_label", "pseudo_label_checkpoint", "save_unlabeled_npz"]
+           "pseudo_label", "save_unlabeled_npz"]

@@ -160,32 +160,3 @@ def pseudo_label(model: torch.nn.Module, images: ImageSet, *, batch_size: int = 
             module.training = training
     label_tensor = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
     return ImageSet(images.images, label_tensor.long())
-
-
-def pseudo_label_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, source: str = "pool",
-                            device: Device = "cpu", data_dir: str | None = None, allow_nonfinite: bool = False,
-                            log: Callable[[str], None] | None = None) -> tuple[int, float | None]:
-    """Pseudo-label ``source`` with a standard-trained checkpoint and write RST's ``.npz`` to ``out``.
-
-    ``source``: 'pool' (the training images the checkpoint's run did not use) or an .npz/.pickle
-    file (:func:`load_unlabeled`). Returns (number of images, agreement with the true labels, or
-    None when the source has none). ``out`` is checked first; non-finite weights are refused
-    unless ``allow_nonfinite`` (then ``log`` is told).
-    """
-    from awp.checkpoint import load_run, nonfinite_warning
-
-    check_output_file(out, "--out")
-    run = load_run(checkpoint, device, data_dir=data_dir, allow_nonfinite=allow_nonfinite)
-    if run.meta.get("nonfinite_weights") and log is not None:
-        log(nonfinite_warning(str(checkpoint), run.meta["nonfinite_weights"]))
-    if source == "pool":
-        pool = run.data.pool
-        if pool is None or len(pool) == 0:
-            raise UsageError("the checkpoint's run used the whole training set: no pool left to pseudo-label; "
-                             "pass --source FILE")
-    else:
-        pool = load_unlabeled(source)
-    labeled = pseudo_label(run.model, pool, device=device)
-    save_unlabeled_npz(out, labeled)
-    agreement = float((labeled.labels == pool.labels).float().mean()) if source == "pool" else None
-    return len(labeled), agreement
