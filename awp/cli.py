@@ -39,7 +39,7 @@ def _eval_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("checkpoint")
     ev.add_argument("--attacks", default="clean,fgsm,pgd20,cw",
                     help="comma-separated: clean (or natural), fgsm, pgd20, pgd100, cw, autoattack")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--split", default="test", help="train, val or test (default test)")
     ev.add_argument("--samples", type=int, help="number of images (default: all)")
     ev.add_argument("--eps", help="attack radius (default: the data set's paper evaluation, 8/255 with step 2/255 "
                                   "on CIFAR and 1/255 on SVHN; digits: the training eps); fractions like 8/255 work")
@@ -74,6 +74,10 @@ def _pseudo_label_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _convert_parsers(subparsers: argparse._SubParsersAction) -> None:
+    from awp.data import list_datasets
+    from awp.foreign import EXPORT_FORMATS, FORMATS
+    from awp.models import list_models
+
     im = subparsers.add_parser(
         "import-checkpoint", help="convert an official AWP / TRADES / MART / RST checkpoint into ours",
         description="Read a published checkpoint safely (weights_only), strip module. prefixes and TRADES' "
@@ -81,14 +85,14 @@ def _convert_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "and write our checkpoint with its provenance. TRADES-AWP / MART-AWP / RST-AWP files use "
                     "--format trades / mart / rst.")
     im.add_argument("source", metavar="SRC", help="the published .pt / .pth file")
-    im.add_argument("--format", required=True, choices=["official-awp", "trades", "mart", "rst"])
-    im.add_argument("--arch", required=True, help="preactresnet18, wrn-34-10, wrn-28-10")
-    im.add_argument("--dataset", required=True, help="cifar10, cifar100, svhn")
+    im.add_argument("--format", required=True, help="the published layout: " + ", ".join(FORMATS.names()))
+    im.add_argument("--arch", required=True, help="the architecture: " + ", ".join(list_models()))
+    im.add_argument("--dataset", required=True, help="the data set: " + ", ".join(list_datasets()))
     im.add_argument("--out", required=True, help="checkpoint to write")
     im.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                     help="inputs normalized with the data set's mean/std before the network "
                          "(default: as the format's repository did: official-awp yes, others no)")
-    im.add_argument("--threat", default="Linf", choices=["Linf", "L2"],
+    im.add_argument("--threat", default="Linf",
                     help="threat model stored for eval/landscape: Linf 8/255 or L2 0.5 (default Linf)")
     im.add_argument("--method", help="training method, recorded as is (e.g. trades-awp)")
     im.add_argument("--awp-gamma", type=float, help="AWP gamma of the run, recorded as is")
@@ -100,7 +104,7 @@ def _convert_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "mu/sigma when the model normalizes inside); with --model-name, fit and verify against "
                     "that registered RobustBench model (needs the robustbench extra).")
     ex.add_argument("checkpoint", metavar="CKPT")
-    ex.add_argument("--format", default="robustbench", choices=["robustbench"])
+    ex.add_argument("--format", default="robustbench", help="the export format: " + ", ".join(EXPORT_FORMATS.names()))
     ex.add_argument("--out", required=True, help="file to write, e.g. models/cifar10/Linf/NAME.pt")
     ex.add_argument("--model-name", help="RobustBench model whose architecture must load the file")
     ex.add_argument("--dataset", help="RobustBench data set (default: the checkpoint's)")
@@ -196,17 +200,13 @@ def _pseudo_label(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from importlib import resources
-
-    from awp.config import list_presets, parse_overrides
+    from awp.config import PRESETS, parse_overrides
 
     if args.name is None:
         if args.overrides or args.json:
             raise UsageError("awp presets: key=value overrides and --json need a preset NAME")
-        for name in list_presets():
-            text = (resources.files("awp") / "presets" / f"{name}.toml").read_text()
-            first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
-            print(f"{name:24s} {first}")
+        for name, description in PRESETS.describe().items():
+            print(f"{name:24s} {description}")
         return 0
     from awp.recipe import card_json, format_card, recipe_card
 

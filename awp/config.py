@@ -1,25 +1,39 @@
 """Training configuration: one dataclass of hyperparameters with units, presets, ``key=value`` overrides.
 
 A preset is a small TOML file in ``awp/presets/`` holding only what differs from the defaults
-below (or from the preset it ``inherit``s), each value with its reason in a comment. Overrides on
-the command line are typed ``key=value`` pairs checked against the dataclass: unknown keys and
-wrong types are refused with one line. Fractions such as ``eps=8/255`` are accepted for floats.
+below (or from the preset it ``inherit``s), each value with its reason in a comment; the presets
+are the entries of :data:`PRESETS`. Overrides on the command line are typed ``key=value`` pairs
+checked against the dataclass (:mod:`awp.settings`, the one coercion of every settings
+dataclass): unknown keys and wrong types are refused with one line. Fractions such as
+``eps=8/255`` are accepted for floats. :meth:`TrainConfig.validate` checks every value where a
+config enters the code (a preset, overrides, a stored config on ``--resume``): numbers finite
+and in range, names registered.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Optional
 
-from awp.errors import UsageError, require_all
+from awp.checks import check_int, check_number, check_seed
+from awp.errors import UsageError, require
+from awp.registry import Registry, check_choice
+from awp.settings import apply_overrides as _apply, parse_number, parse_overrides
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+__all__ = ["PRESETS", "TrainConfig", "apply_overrides", "config_from_dict", "list_presets", "load_preset",
+           "parse_number", "parse_overrides", "preset_notes", "resolve_preset"]
+
+LR_UPDATES = Registry("lr_update", {"iteration": "the lr changes every step (Rice et al.'s and the AWP AT scripts)",
+                                    "epoch": "the lr changes at the start of each epoch (TRADES, MART, RST)"})
+SELECTIONS = Registry("select_on", {"val": "best.pt by robust accuracy on the held-out validation split (Rice et al.)",
+                                    "test": "best.pt by test robust accuracy (the official scripts; inflated)"})
 
 
 @dataclass
@@ -84,137 +98,103 @@ class TrainConfig:
     sync_bn: bool = False                   # torchrun: BatchNorm statistics over the global batch
 
     def validate(self) -> "TrainConfig":
-        """Reject nonsensical values with one line each."""
-        checks = [
-            (self.eps >= 0, f"eps must be >= 0, got {self.eps}"),
-            (self.eps <= 1, f"eps is in [0, 1] pixel units, got {self.eps} (did you mean {self.eps}/255?)"),
-            (self.step_size >= 0, f"step_size must be >= 0, got {self.step_size}"),
-            (self.attack_steps >= 0, f"attack_steps must be >= 0, got {self.attack_steps}"),
-            (0 <= self.awp_gamma <= 1,
-             f"awp_gamma must be in [0, 1] (relative to each layer's norm), got {self.awp_gamma}"),
-            (self.awp_warmup >= 0, f"awp_warmup must be >= 0, got {self.awp_warmup}"),
-            (self.awp_kind in ("adversarial", "random"),
-             f"awp_kind must be 'adversarial' or 'random', got {self.awp_kind!r}"),
-            (self.awp_steps >= 1, f"awp_steps must be >= 1, got {self.awp_steps}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.schedule in ("piecewise", "cosine", "constant"),
-             f"unknown schedule {self.schedule!r}; choose from: piecewise, cosine, constant"),
-            (self.lr_update in ("iteration", "epoch"),
-             f"lr_update must be 'iteration' or 'epoch', got {self.lr_update!r}"),
-            (self.epoch_images is None or self.epoch_images >= 1,
-             f"epoch_images must be >= 1, got {self.epoch_images}"),
-            (self.eval_eps is None or 0 <= self.eval_eps <= 1,
-             f"eval_eps is in [0, 1] pixel units, got {self.eval_eps}"),
-            (all(0 < m <= 1 for m in self.lr_milestones),
-             f"lr_milestones are fractions in (0, 1], got {self.lr_milestones}"),
-            (0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}"),
-            (0 <= self.unsup_fraction < 1, f"unsup_fraction must be in [0, 1), got {self.unsup_fraction}"),
-            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
-            (self.eval_steps >= 0, f"eval_steps must be >= 0, got {self.eval_steps}"),
-            (self.eval_train_samples >= 1, f"eval_train_samples must be >= 1, got {self.eval_train_samples}"),
-            (self.eval_test_samples is None or self.eval_test_samples >= 1,
-             f"eval_test_samples must be >= 1, got {self.eval_test_samples}"),
-            (self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}"),
-            (self.select_on in ("val", "test"), f"select_on must be 'val' or 'test', got {self.select_on!r}"),
-            (self.method != "rst" or self.unlabeled is not None,
-             "method 'rst' needs unlabeled=PATH (a pseudo-labeled .npz or pickle; see `awp pseudo-label`)"),
-        ]
-        require_all(checks)
-        from awp.data.augment import Augmentation  # torch-backed checks, imported only when validating
-        from awp.methods import METHODS, check_bn_sequence
-
-        if self.method not in METHODS:
-            raise UsageError(f"unknown method {self.method!r}; choose from: {', '.join(sorted(METHODS))}")
-        Augmentation.parse(self.augment or "none", self.padding_mode)
-        check_bn_sequence(self.method, self.bn_sequence)
+        """Reject nonsensical values with one line each: every number finite and in its range,
+        every name registered (models, methods, data sets, schedules, perturbations...)."""
+        _check_names(self)
+        _check_numbers(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_HINTS = get_type_hints(TrainConfig)
+def _check_names(c: TrainConfig) -> None:
+    # Imported here: the registries live in torch-backed modules that themselves know nothing of
+    # configs; a config that is only printed (`awp presets`) needs them only when validated.
+    from awp.attacks import MODES
+    from awp.data import list_datasets
+    from awp.data.augment import Augmentation
+    from awp.methods import METHODS, check_bn_sequence
+    from awp.models import list_models
+    from awp.perturbation import PERTURBATIONS
+    from awp.runtime import PRECISIONS
+    from awp.schedule import SCHEDULES
+    from awp.threat import NORMS
+
+    tables = (("data set", c.dataset, list_datasets()), ("model", c.model, list_models()),
+              ("method", c.method, list(METHODS)), ("norm", c.norm, list(NORMS)),
+              ("schedule", c.schedule, list(SCHEDULES)), ("lr_update", c.lr_update, LR_UPDATES.names()),
+              ("select_on", c.select_on, SELECTIONS.names()), ("precision", c.precision, list(PRECISIONS)),
+              ("weight perturbation (awp_kind)", c.awp_kind, _perturbation_names(PERTURBATIONS)))
+    for kind, value, names in tables:
+        check_choice(kind, value, names)
+    if c.attack_mode is not None:
+        check_choice("attack_mode", c.attack_mode, MODES)
+    require(c.method != "rst" or c.unlabeled is not None,
+            "method 'rst' needs unlabeled=PATH (a pseudo-labeled .npz or pickle; see `awp pseudo-label`)")
+    require(isinstance(c.model_kwargs, dict), f"model_kwargs must be a dict, got {c.model_kwargs!r}")
+    Augmentation.parse(c.augment or "none", c.padding_mode)
+    check_bn_sequence(c.method, c.bn_sequence)
 
 
-def parse_number(text: str) -> float:
-    """'0.03' or a fraction such as '8/255' (never an expression); ValueError otherwise."""
-    if "/" in text:
-        num, _, den = text.partition("/")
-        try:
-            return float(num) / float(den)
-        except ZeroDivisionError:
-            raise ValueError(f"division by zero in {text!r}") from None
-    return float(text)
+def _perturbation_names(registry: Any) -> list[str]:
+    return [*registry.names(), *(alias for alias in ("adversarial",) if alias in registry)]
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Check (and, for strings from the command line, parse) a value for field ``key``."""
-    hint = _HINTS[key]
-    optional = get_origin(hint) is Union and type(None) in get_args(hint)
-    base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
-    base = get_origin(base) or base
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
-        if optional:
-            return None
-        raise UsageError(f"{key} cannot be none")
-    try:
-        if isinstance(value, str):
-            if base is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return value.lower() in ("true", "1", "yes")
-            if base is int:
-                return int(value)
-            if base is float:
-                return parse_number(value)
-            if base in (list, dict):
-                parsed = json.loads(value)
-                if not isinstance(parsed, base):
-                    raise ValueError
-                return parsed
-            return value
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base is list and isinstance(value, (list, tuple)):
-            return list(value)
-        if isinstance(value, base) and not (base is int and isinstance(value, bool)):
-            return value
-        raise ValueError
-    except (ValueError, json.JSONDecodeError):
-        raise UsageError(f"{key}={value!r} is not a valid {base.__name__}") from None
+def _check_numbers(c: TrainConfig) -> None:
+    require(not (isinstance(c.eps, (int, float)) and 1 < c.eps <= 255),
+            f"eps is in [0, 1] pixel units, got {c.eps} (did you mean {c.eps}/255?)")
+    check_number(c.eps, "eps", low=0, high=1, unit=" (pixel units)")
+    check_number(c.step_size, "step_size", low=0)
+    check_number(c.beta, "beta", low=0)
+    check_number(c.awp_gamma, "awp_gamma", low=0, high=1, unit=" (relative to each layer's norm)")
+    check_number(c.lr, "lr", low=0, low_open=True)
+    check_number(c.momentum, "momentum", low=0, high=1, high_open=True)
+    check_number(c.weight_decay, "weight_decay", low=0)
+    check_number(c.lr_decay, "lr_decay", low=0, high=1, low_open=True)
+    check_number(c.unsup_fraction, "unsup_fraction", low=0, high=1, high_open=True)
+    if c.eval_eps is not None:
+        check_number(c.eval_eps, "eval_eps", low=0, high=1, unit=" (pixel units)")
+    require(isinstance(c.lr_milestones, list) and all(isinstance(m, (int, float)) and not isinstance(m, bool)
+                                                      for m in c.lr_milestones),
+            f"lr_milestones must be a list of fractions of training, e.g. [0.5, 0.75], got {c.lr_milestones!r}")
+    for m in c.lr_milestones:
+        check_number(m, "each of lr_milestones", low=0, high=1, low_open=True, unit=" (a fraction of training)")
+    minimums = {"attack_steps": 0, "awp_warmup": 0, "awp_steps": 1, "epochs": 1, "batch_size": 1, "eval_steps": 0,
+                "eval_train_samples": 1, "eval_batch_size": 1, "save_every": 1}
+    optional = {"epoch_images": 1, "eval_test_samples": 1, "val_size": 0, "train_subset": 1}
+    for key, low in minimums.items():
+        check_int(getattr(c, key), key, low)
+    for key, low in optional.items():
+        if getattr(c, key) is not None:
+            check_int(getattr(c, key), key, low)
+    check_seed(c.seed, "seed")
+    check_seed(c.split_seed, "split_seed")
 
 
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """A copy of ``config`` with typed overrides; unknown keys give a one-line error."""
-    values = {}
-    for key, value in overrides.items():
-        if key not in FIELDS:
-            close = [k for k in FIELDS if key.split("_")[0] in k][:4]
-            hint = f" (did you mean: {', '.join(close)}?)" if close else ""
-            raise UsageError(f"unknown setting {key!r}{hint}")
-        values[key] = _coerce(key, value)
-    return dataclasses.replace(config, **values)
+    """A copy of ``config`` with typed overrides (:func:`awp.settings.apply_overrides`); unknown
+    keys name the closest settings, wrong types and non-finite floats are one line."""
+    return _apply(config, overrides)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """['epochs=5', 'eps=8/255'] -> {'epochs': '5', 'eps': '8/255'}."""
-    result = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected key=value, got {pair!r}")
-        result[key.strip()] = value.strip()
-    return result
+def _preset_registry() -> Registry[Any]:
+    """Every preset file in ``awp/presets/``, described by its first comment line."""
+    registry: Registry[Any] = Registry("preset", listing="`awp presets` lists them")
+    folder = resources.files("awp") / "presets"
+    for path in sorted((p for p in folder.iterdir() if p.name.endswith(".toml")), key=lambda p: p.name[:-5]):
+        text = path.read_text()
+        first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
+        registry.register(path.name[:-5], path, description=first or path.name[:-5])
+    return registry
+
+
+PRESETS = _preset_registry()
 
 
 def list_presets() -> list[str]:
-    folder = resources.files("awp") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    """The preset names, sorted (:data:`PRESETS`)."""
+    return PRESETS.names()
 
 
 # Keys of a preset file that describe it rather than set a hyperparameter (shown on its recipe card).
@@ -222,12 +202,10 @@ PRESET_NOTES = ("source", "note")
 
 
 def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    if name not in list_presets():
-        raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(list_presets())}")
+    path = PRESETS.get(name)
     if name in seen:
         raise UsageError(f"preset {name!r} inherits from itself")
-    text = (resources.files("awp") / "presets" / f"{name}.toml").read_text()
-    values = tomllib.loads(text)
+    values = tomllib.loads(path.read_text())
     parent = values.pop("inherit", None)
     return {**(_read_preset(parent, seen + (name,)) if parent else {}), **values}
 

@@ -68,6 +68,15 @@ def unknown_name(kind: str, name: Any, names: Sequence[str], *, listing: str = "
     return UsageError(f"unknown {kind} {name!r}{hint}{';' if not hint else ''}{choices}")
 
 
+def check_choice(kind: str, value: Any, names: Any) -> Any:
+    """``value`` when it is one of ``names`` (a registry, a tuple, a dict's keys), else the one line
+    of :func:`unknown_name`."""
+    names = list(names)
+    if not isinstance(value, str) or value not in names:
+        raise unknown_name(kind, value, names)
+    return value
+
+
 class Registry(Generic[T]):
     """Named entries of one kind, in registration order.
 

@@ -20,6 +20,10 @@ import math
 from typing import TYPE_CHECKING
 
 from awp.methods import METHODS
+from awp.registry import Registry
+
+SCHEDULES = Registry("schedule", {"piecewise": "x lr_decay at each lr_milestones fraction of training",
+                                  "cosine": "half a cosine from lr to 0", "constant": "lr throughout"})
 
 if TYPE_CHECKING:
     from awp.config import TrainConfig

@@ -16,12 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from awp.errors import UsageError
+from awp.registry import Registry
 from awp.metrics import AttackSpec
 from awp.runtime import Runtime
 from awp.weights import named_weights, unwrap
 from landscape.evaluate import fixed_batches, model_runtime
 
-GRADIENT_NORMS = {"l2": 2, "l1": 1}
+GRADIENT_NORMS: Registry[int] = Registry("gradient norm")  # name -> the p of the norm
+GRADIENT_NORMS.register("l2", 2, description="Euclidean norm of the input gradient")
+GRADIENT_NORMS.register("l1", 1, description="L1 norm, the dual of Linf (eps ||g||_1 is the first-order loss rise)")
 
 
 def input_gradient_norm(model: nn.Module, data: Any, attack: AttackSpec | None = None, *, norm: str = "l2",
@@ -32,8 +35,7 @@ def input_gradient_norm(model: nn.Module, data: Any, attack: AttackSpec | None =
     loss within an Linf ball of radius eps). Units: loss per unit of input (pixels in [0, 1]).
     Cost: one attack plus one forward+backward (to the input).
     """
-    if norm not in GRADIENT_NORMS:
-        raise UsageError(f"unknown gradient norm {norm!r}; choose from: {', '.join(GRADIENT_NORMS)}")
+    GRADIENT_NORMS.resolve(norm)
     runtime = model_runtime(model, runtime)
     total = torch.zeros((), dtype=torch.float64, device=runtime.device)
     count = 0

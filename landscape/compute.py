@@ -10,7 +10,7 @@ into a :class:`LandscapeConfig` and calls this function, so a notebook gets byte
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ import torch
 from awp import distributed
 from awp.loaded import LoadedCheckpoint, load_run
 from awp.data import SPLITS
-from awp.errors import UsageError, require_all
+from awp.checks import check_int, check_number, check_seed
+from awp.errors import UsageError, require
 from awp.metrics import AttackSpec
-from awp.runtime import Runtime, resolve_runtime
-from awp.threat import eval_threat
+from awp.registry import check_choice
+from awp.runtime import PRECISIONS, Runtime, resolve_runtime
+from awp.threat import check_threat, eval_threat
 from landscape import io as lio
 from landscape.curve import weight_loss_curve
 from landscape.directions import IGNORES, NORMALIZATIONS, random_direction
@@ -33,78 +35,6 @@ from landscape.flatness import average_sharpness, curvature, sharpness, worst_ca
 from landscape.surface import weight_loss_surface
 
 DEFAULT_ALPHAS = tuple(round(v, 12) for v in np.linspace(-1, 1, 21).tolist())
-
-
-@dataclass(frozen=True)
-class LandscapeConfig:
-    """Every setting of a landscape; checked on construction (one line per bad value).
-
-    ``eps`` / ``step_size`` None: the data set's evaluation threat model
-    (:func:`awp.threat.eval_threat`). ``surface``: a 2-D grid
-    along the first two directions (``betas`` default: the alphas). ``xi`` > 0 adds worst- and
-    average-case sharpness (Stutz et al. 2021) within ||nu_l|| <= xi ||w_l||.
-    """
-
-    directions: int = 3
-    seed: int = 0                           # directions use seeds S, S+1, ...; also the attack's seed
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    betas: tuple[float, ...] | None = None
-    surface: bool = False
-    normalization: str = "filter"
-    ignore: str = "biasbn"
-    split: str = "train"
-    samples: int = 256
-    sample_seed: int = 0
-    loss: str = "adversarial"
-    eps: float | None = None
-    step_size: float | None = None
-    steps: int = 10
-    radius: float = 0.5                     # |alpha| of the sharpness scalar
-    xi: float = 0.0
-    xi_steps: int = 5
-    xi_samples: int = 5
-    batch_size: int = 256
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "alphas", _floats(self.alphas, "alphas"))
-        if self.betas is not None:
-            object.__setattr__(self, "betas", _floats(self.betas, "betas"))
-        checks = [
-            (self.directions >= 1, f"directions must be >= 1, got {self.directions}"),
-            (not self.surface or self.directions >= 2, "surface=True needs directions >= 2 (it uses the first two)"),
-            (self.samples >= 1, f"samples must be >= 1, got {self.samples}"),
-            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (0 <= self.xi <= 1, f"xi is a relative weight norm in [0, 1] (0: off), got {self.xi}"),
-            (self.xi_steps >= 1 and self.xi_samples >= 1,
-             f"xi_steps and xi_samples must be >= 1, got {self.xi_steps} and {self.xi_samples}"),
-            (self.eps is None or 0 <= self.eps <= 1, f"eps is in [0, 1] pixel units, got {self.eps}"),
-            (self.step_size is None or self.step_size >= 0, f"step_size must be >= 0, got {self.step_size}"),
-            (self.normalization in NORMALIZATIONS,
-             f"unknown normalization {self.normalization!r}; choose from: {', '.join(NORMALIZATIONS)}"),
-            (self.ignore in IGNORES, f"unknown ignore rule {self.ignore!r}; choose from: {', '.join(IGNORES)}"),
-            (self.loss in LOSSES, f"unknown landscape loss {self.loss!r}; choose from: {', '.join(LOSSES)}"),
-            (self.split in SPLITS, f"unknown split {self.split!r}; choose from: {', '.join(SPLITS)}"),
-        ]
-        require_all(checks)
-
-    @property
-    def grid_betas(self) -> tuple[float, ...] | None:
-        return (self.betas or self.alphas) if self.surface else None
-
-    @property
-    def direction_seeds(self) -> list[int]:
-        return [self.seed + i for i in range(2 if self.surface else self.directions)]
-
-
-def _floats(values: Any, what: str) -> tuple[float, ...]:
-    out = tuple(round(float(v), 12) for v in values)
-    if not out or not all(np.isfinite(out)):
-        raise UsageError(f"{what} must be a non-empty list of finite numbers")
-    return out
 
 
 def parse_range(text: str, what: str = "--alphas") -> list[float]:
@@ -127,6 +57,79 @@ def parse_range(text: str, what: str = "--alphas") -> list[float]:
     if not values or not all(np.isfinite(values)):
         raise bad
     return [round(v, 12) for v in values]
+
+
+def _betas(text: str) -> list[float]:
+    return parse_range(text, "--betas")
+
+
+@dataclass(frozen=True)
+class LandscapeConfig:
+    """Every setting of a landscape; checked on construction (one line per bad value).
+
+    ``eps`` / ``step_size`` None: the data set's evaluation threat model
+    (:func:`awp.threat.eval_threat`). ``surface``: a 2-D grid along the first two directions
+    (``betas`` default: the alphas). ``xi`` > 0 adds worst- and average-case sharpness (Stutz et
+    al. 2021) within ||nu_l|| <= xi ||w_l||, by ``xi_steps`` ascent steps and ``xi_draws`` random
+    draws. ``awp landscape`` has one flag per field (``--sample-seed`` for ``sample_seed``).
+    """
+
+    directions: int = 3
+    seed: int = 0                           # directions use seeds S, S+1, ...; also the attack's seed
+    alphas: tuple[float, ...] = field(default=DEFAULT_ALPHAS, metadata={"parse": parse_range})
+    betas: tuple[float, ...] | None = field(default=None, metadata={"parse": _betas})
+    surface: bool = False
+    normalization: str = "filter"
+    ignore: str = "biasbn"
+    split: str = "train"
+    samples: int = 256                      # images of the split (a fixed seeded subset)
+    sample_seed: int = 0
+    loss: str = "adversarial"
+    eps: float | None = None
+    step_size: float | None = None
+    steps: int = 10
+    radius: float = 0.5                     # |alpha| of the sharpness scalar
+    xi: float = 0.0
+    xi_steps: int = 5
+    xi_draws: int = 5                       # random perturbations of average-case sharpness
+    batch_size: int = 256
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alphas", _floats(self.alphas, "alphas"))
+        if self.betas is not None:
+            object.__setattr__(self, "betas", _floats(self.betas, "betas"))
+        for key, low in (("directions", 1), ("samples", 1), ("steps", 0), ("batch_size", 1), ("xi_steps", 1),
+                         ("xi_draws", 1)):
+            check_int(getattr(self, key), key, low)
+        check_seed(self.seed, "seed")
+        check_seed(self.sample_seed, "sample_seed")
+        require(not self.surface or self.directions >= 2, "a surface needs directions >= 2 (it uses the first two)")
+        check_number(self.radius, "radius", low=0, low_open=True, unit=" (|alpha| of the sharpness scalar)")
+        check_number(self.xi, "xi", low=0, high=1, unit=" (a relative weight norm; 0: off)")
+        check_threat(eps=self.eps, step_size=self.step_size)
+        NORMALIZATIONS.resolve(self.normalization)
+        IGNORES.resolve(self.ignore)
+        LOSSES.resolve(self.loss)
+        check_choice("split", self.split, SPLITS)
+        check_choice("precision", self.precision, PRECISIONS)
+
+    @property
+    def grid_betas(self) -> tuple[float, ...] | None:
+        return (self.betas or self.alphas) if self.surface else None
+
+    @property
+    def direction_seeds(self) -> list[int]:
+        return [self.seed + i for i in range(2 if self.surface else self.directions)]
+
+
+def _floats(values: Any, what: str) -> tuple[float, ...]:
+    out = tuple(round(float(v), 12) for v in values)
+    if not out or not all(np.isfinite(out)):
+        raise UsageError(f"{what} must be a non-empty list of finite numbers")
+    return out
 
 
 @dataclass
@@ -208,10 +211,10 @@ def _flatness(df: pd.DataFrame, forward: torch.nn.Module, config: LandscapeConfi
     if config.xi > 0:
         scalar = dict(batch_size=config.batch_size, runtime=runtime)
         flatness.update(
-            xi=config.xi, xi_steps=config.xi_steps, xi_samples=config.xi_samples,
-            worst_case_sharpness=worst_case_sharpness(forward, data, config.xi, attack, steps=config.xi_steps,
+            xi=config.xi, xi_steps=config.xi_steps, xi_draws=config.xi_draws,
+            worst_case_sharpness=worst_case_sharpness(forward, data, attack, xi=config.xi, steps=config.xi_steps,
                                                       **scalar),
-            average_sharpness=average_sharpness(forward, data, config.xi, attack, samples=config.xi_samples,
+            average_sharpness=average_sharpness(forward, data, attack, xi=config.xi, draws=config.xi_draws,
                                                 seed=config.seed, **scalar))
     return flatness
 
@@ -244,8 +247,8 @@ def compute_landscape(checkpoint: str | Path | LoadedCheckpoint, config: Landsca
     """
     config = LandscapeConfig() if config is None else config
     runtime = distributed.localize(resolve_runtime(device, config.precision, config.channels_last, config.compile))
-    run = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_run(checkpoint, runtime.device, data_dir=data_dir,
-                                                                  **load)
+    run = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_run(checkpoint, runtime.device,
+                                                                               data_dir=data_dir, **load)
     folder = None if out is None else Path(out)
     model = runtime.prepare_model(run.model)
     forward = runtime.compiled(model)  # shares model's parameters; directions are taken on model

@@ -23,20 +23,22 @@ import torch
 from torch import Tensor, nn
 
 from awp.errors import UsageError
+from awp.registry import Registry
 from awp.weights import is_weight, unwrap
 
 Direction = dict[str, Tensor]
-NORMALIZATIONS = ("filter", "layer", "none")
-IGNORES = ("biasbn", "none")
+NORMALIZATIONS = Registry("normalization", {
+    "filter": "per output filter (a slice along dim 0): ||d_j|| = ||w_j|| (Li et al. 2018)",
+    "layer": "per weight tensor: ||d_l|| = ||w_l||",
+    "none": "the Gaussian as drawn, N(0, I)"})
+IGNORES = Registry("ignore rule", {"biasbn": "biases and BatchNorm affine parameters get d = 0 (recommended)",
+                                   "none": "biases and BatchNorm affine parameters get d = w (Li et al.'s tool)"})
 _TINY = 1e-10  # Li et al.'s guard against an all-zero slice
 
 
-
 def _check(normalization: str, ignore: str) -> None:
-    if normalization not in NORMALIZATIONS:
-        raise UsageError(f"unknown normalization {normalization!r}; choose from: {', '.join(NORMALIZATIONS)}")
-    if ignore not in IGNORES:
-        raise UsageError(f"unknown ignore rule {ignore!r}; choose from: {', '.join(IGNORES)}")
+    NORMALIZATIONS.resolve(normalization)
+    IGNORES.resolve(ignore)
 
 
 def normalize_direction(d: Tensor, w: Tensor, normalization: str) -> Tensor:
@@ -50,6 +52,11 @@ def normalize_direction(d: Tensor, w: Tensor, normalization: str) -> Tensor:
     return d
 
 
+# The kinds of direction a landscape can be drawn along (each a function returning a Direction).
+DIRECTIONS: Registry = Registry("landscape direction")
+
+
+@DIRECTIONS.register("random")
 def random_direction(model: nn.Module, seed: int = 0, normalization: str = "filter",
                      ignore: str = "biasbn") -> Direction:
     """A seeded Gaussian direction over the model's parameters, normalized (module docstring).
@@ -78,6 +85,7 @@ def random_direction(model: nn.Module, seed: int = 0, normalization: str = "filt
     return direction
 
 
+@DIRECTIONS.register("interpolation")
 def interpolation_direction(model_a: nn.Module, model_b: nn.Module, ignore: str = "none") -> Direction:
     """d = w_b - w_a on every parameter (Goodfellow et al. 2015 linear interpolation).
 

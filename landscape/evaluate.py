@@ -25,11 +25,15 @@ from torch import Tensor, nn
 
 from awp.attacks import model_mode
 from awp.errors import UsageError
+from awp.registry import Registry
 from awp.metrics import AttackSpec, loss_and_correct
 from awp.weights import Combination, WeightOffset
 from awp.runtime import Runtime
 
-LOSSES = ("adversarial", "clean", "fixed")
+LOSSES = Registry("loss", {
+    "adversarial": "CE of PGD re-run against f_{w+v} at every point (the paper's)",
+    "clean": "CE on the clean samples",
+    "fixed": "CE of adversarial examples crafted once at the centre w (the biased shortcut of earlier work)"})
 Batches = list[tuple[Tensor, Tensor]]
 
 
@@ -62,8 +66,7 @@ def prepare_batches(data: Any, batch_size: int, runtime: Runtime) -> Batches:
 
 
 def check_loss(loss: str, attack: AttackSpec | None) -> None:
-    if loss not in LOSSES:
-        raise UsageError(f"unknown landscape loss {loss!r}; choose from: {', '.join(LOSSES)}")
+    LOSSES.resolve(loss)
     if loss != "clean" and attack is None:
         raise UsageError(f"loss {loss!r} needs an attack (awp.metrics.AttackSpec)")
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from awp.attacks import model_mode
+from awp.checks import check_int, check_number
 from awp.errors import UsageError
 from awp.metrics import AttackSpec
 from awp.perturbation import AdversarialWeightPerturbation
@@ -85,12 +86,17 @@ def curvature(df: pd.DataFrame, radius: float | None = None) -> float:
 
 
 def _check_xi(xi: float) -> float:
-    if not 0 < float(xi) <= 1:
-        raise UsageError(f"xi must be in (0, 1] (a relative weight norm per layer), got {xi}")
-    return float(xi)
+    return check_number(xi, "xi", low=0, high=1, low_open=True, unit=" (a relative weight norm per layer)")
 
 
-def worst_case_sharpness(model: nn.Module, data: Any, xi: float, attack: AttackSpec, steps: int = 5, *,
+def _check_attack(attack: Any, what: str) -> AttackSpec:
+    if not isinstance(attack, AttackSpec):
+        raise UsageError(f"{what}(model, data, attack, *, xi=...): attack must be an awp.metrics.AttackSpec, got "
+                         f"{type(attack).__name__} (xi and the other settings are keywords)")
+    return attack
+
+
+def worst_case_sharpness(model: nn.Module, data: Any, attack: AttackSpec, *, xi: float = 0.01, steps: int = 5,
                          step_size: float | None = None, batch_size: int = 256,
                          runtime: Runtime | None = None) -> float:
     """Worst-case robust flatness (Stutz et al. 2021, Eq. 3): max_{nu in V_xi} rho(w + nu) - rho(w).
@@ -99,11 +105,11 @@ def worst_case_sharpness(model: nn.Module, data: Any, xi: float, attack: AttackS
     ``steps`` of projected ascent (:class:`awp.perturbation.AdversarialWeightPerturbation`, gamma =
     xi, relative ``step_size`` default xi) on the CE of adversarial examples crafted once at w,
     in eval mode (so the ascent maximizes the quantity measured); then rho(w + nu) is measured
-    with the attack re-run at w + nu. A lower bound of the true max.
+    with the attack re-run at w + nu. A lower bound of the true max. Units: loss (mean CE).
     """
     xi = _check_xi(xi)
-    evaluator = PointEvaluator(model, data, loss="adversarial", attack=attack, batch_size=batch_size,
-                               runtime=runtime)
+    evaluator = PointEvaluator(model, data, loss="adversarial", attack=_check_attack(attack, "worst_case_sharpness"),
+                               batch_size=batch_size, runtime=runtime)
 
     def objective(m: nn.Module) -> torch.Tensor:
         # AWP.compute puts the model in train mode; the landscape is measured in eval mode, so
@@ -124,23 +130,22 @@ def worst_case_sharpness(model: nn.Module, data: Any, xi: float, attack: AttackS
     return float(perturbed[0] / evaluator.count - centre)
 
 
-def average_sharpness(model: nn.Module, data: Any, xi: float, attack: AttackSpec, samples: int = 5,
-                      seed: int = 0, *, batch_size: int = 256, runtime: Runtime | None = None) -> float:
+def average_sharpness(model: nn.Module, data: Any, attack: AttackSpec, *, xi: float = 0.01, draws: int = 5,
+                      seed: int = 0, batch_size: int = 256, runtime: Runtime | None = None) -> float:
     """Average-case robust flatness (Stutz et al. 2021, Eq. 2): E_nu[rho(w + nu)] - rho(w).
 
     nu_l ~ N(0, I) rescaled to ||nu_l|| = xi ||w_l|| for every weight tensor l (biases and BN
-    untouched), seeds ``seed``, ``seed + 1``, ...; the expectation is the mean over ``samples``
-    draws, and rho re-runs the attack at every w + nu.
+    untouched), seeds ``seed``, ``seed + 1``, ...; the expectation is the mean over ``draws``
+    random perturbations, and rho re-runs the attack at every w + nu. Units: loss (mean CE).
     """
     xi = _check_xi(xi)
-    if int(samples) != samples or samples < 1:
-        raise UsageError(f"samples must be a whole number >= 1, got {samples}")
-    evaluator = PointEvaluator(model, data, loss="adversarial", attack=attack, batch_size=batch_size,
-                               runtime=runtime)
+    draws = check_int(draws, "draws", 1)
+    evaluator = PointEvaluator(model, data, loss="adversarial", attack=_check_attack(attack, "average_sharpness"),
+                               batch_size=batch_size, runtime=runtime)
     with evaluator.session():
         centre = evaluator.sums()
         rises = []
-        for i in range(int(samples)):
+        for i in range(draws):
             d = random_direction(model, seed=seed + i, normalization="layer", ignore="biasbn")
             rises.append(evaluator.sums([(xi, d)], active_names(d))[0] - centre[0])  # nu = xi d
     return float(torch.stack(rises).mean() / evaluator.count)

@@ -17,7 +17,7 @@ stays one batch's graph. The sum is weighted by batch size, so H does not depend
 - :func:`top_eigenvalue`: power iteration (as PyHessian: stop when the Rayleigh quotient changes
   by less than ``tol`` relative); it converges to the eigenvalue of largest magnitude, signed.
 - :func:`hutchinson_trace`: tr H = E[v^T H v] for Rademacher v (Hutchinson 1989), the mean of
-  ``samples`` draws; the variance of one draw is 2 (||H||_F^2 - sum_i H_ii^2).
+  ``draws`` random vectors; the variance of one draw is 2 (||H||_F^2 - sum_i H_ii^2).
 
 Products run without autocast, in the parameters' dtype (bf16 second derivatives are too coarse),
 on the plain module (:func:`awp.weights.unwrap`): ``torch.compile`` cannot take double backward,
@@ -121,14 +121,14 @@ def top_eigenvalue(op: HessianOperator, generator: torch.Generator, iters: int =
     return float(value)
 
 
-def hutchinson_trace(op: HessianOperator, generator: torch.Generator, samples: int = 30) -> float:
-    """tr H estimated as the mean of v^T H v over ``samples`` seeded Rademacher vectors."""
+def hutchinson_trace(op: HessianOperator, generator: torch.Generator, draws: int = 30) -> float:
+    """tr H estimated as the mean of v^T H v over ``draws`` seeded Rademacher vectors."""
     total = None
-    for _ in range(samples):
+    for _ in range(draws):
         v = op.like("rademacher", generator)
         value = dot(op(v), v)
         total = value if total is None else total + value
-    return float(total / samples)
+    return float(total / draws)
 
 
 def _count(value: Any, what: str) -> int:
@@ -153,15 +153,15 @@ def hessian_top_eigenvalue(model: nn.Module, data: Any, attack: AttackSpec | Non
         return top_eigenvalue(HessianOperator(model, batches), runtime.generator(seed), iters, tol)
 
 
-def hessian_trace(model: nn.Module, data: Any, attack: AttackSpec | None = None, *, samples: int = 30,
+def hessian_trace(model: nn.Module, data: Any, attack: AttackSpec | None = None, *, draws: int = 30,
                   seed: int = 0, batch_size: int = 256, runtime: Runtime | None = None) -> float:
     """Trace of the Hessian of the mean CE w.r.t. the weights at fixed inputs, by Hutchinson's
-    estimator over ``samples`` Rademacher vectors (:func:`hutchinson_trace`).
+    estimator over ``draws`` Rademacher vectors (:func:`hutchinson_trace`).
 
-    Units: loss / weight^2. Cost: one attack, then ``samples`` products (as
+    Units: loss / weight^2. Cost: one attack, then ``draws`` products (as
     :func:`hessian_top_eigenvalue`).
     """
-    samples = _count(samples, "samples")
+    draws = _count(draws, "draws")
     runtime = model_runtime(model, runtime)
     with fixed_batches(model, data, attack, batch_size=batch_size, runtime=runtime) as batches:
-        return hutchinson_trace(HessianOperator(model, batches), runtime.generator(seed), samples)
+        return hutchinson_trace(HessianOperator(model, batches), runtime.generator(seed), draws)

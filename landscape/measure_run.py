@@ -22,15 +22,28 @@ import torch
 from awp import distributed
 from awp.loaded import LoadedCheckpoint, load_run
 from awp.data import SPLITS
-from awp.errors import UsageError, require_all
+from awp.checks import check_int, check_seed
+from awp.errors import UsageError
+from awp.registry import check_choice
 from awp.io import atomic_write_json
-from awp.runtime import resolve_runtime
+from awp.runtime import PRECISIONS, resolve_runtime
+from awp.threat import check_threat
 from landscape import io as lio
 from landscape.compute import landscape_attack, landscape_samples
 from landscape.evaluate import shard
 from landscape.measures import MEASURES, get_measure, measure
 
 FILE = "measures.json"
+
+
+def parse_measure_names(text: str) -> tuple[str, ...]:
+    """``all`` -> () (every measure); ``a,b`` -> ('a', 'b')."""
+    if text.strip() == "all":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise UsageError("--measures needs 'all' or at least one measure name")
+    return names
 
 
 @dataclass(frozen=True)
@@ -44,9 +57,9 @@ class MeasureConfig:
     e.g. ``{"pac_bayes_sharpness": {"draws": 3}}``.
     """
 
-    measures: tuple[str, ...] = ()
+    measures: tuple[str, ...] = field(default=(), metadata={"parse": parse_measure_names})
     split: str = "train"
-    samples: int = 256
+    samples: int = 256                      # images of the split (a fixed seeded subset)
     sample_seed: int = 0
     eps: float | None = None
     step_size: float | None = None
@@ -60,22 +73,23 @@ class MeasureConfig:
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "measures", tuple(self.measures) or tuple(MEASURES))
-        for name in (*self.measures, *self.settings):
-            get_measure(name)  # an unknown name: one line
-        for name, overrides in self.settings.items():
-            get_measure(name).settings(**overrides)  # an unknown setting: one line
+        names = tuple(self.measures) or tuple(MEASURES)
+        object.__setattr__(self, "measures", tuple(MEASURES.resolve(n) for n in names))  # an unknown name: one line
+        # each measure's overrides typed and checked now (an unknown setting: one line), under current names
+        object.__setattr__(self, "settings", {MEASURES.resolve(name): get_measure(name).overrides(**dict(values))
+                                              for name, values in self.settings.items()})
         if self.clean:
             needing = [n for n in self.measures if get_measure(n).needs_attack]
             if needing:
                 raise UsageError(f"measure {needing[0]!r} needs an attack; drop it or measure on the "
                                  "adversarial loss (clean=False)")
-        checks = [(self.samples >= 1, f"samples must be >= 1, got {self.samples}"),
-                  (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
-                  (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-                  (self.eps is None or 0 <= self.eps <= 1, f"eps is in [0, 1] pixel units, got {self.eps}"),
-                  (self.split in SPLITS, f"unknown split {self.split!r}; choose from: {', '.join(SPLITS)}")]
-        require_all(checks)
+        for key, low in (("samples", 1), ("steps", 0), ("batch_size", 1)):
+            check_int(getattr(self, key), key, low)
+        check_seed(self.seed, "seed")
+        check_seed(self.sample_seed, "sample_seed")
+        check_threat(eps=self.eps, step_size=self.step_size)
+        check_choice("split", self.split, SPLITS)
+        check_choice("precision", self.precision, PRECISIONS)
 
 
 @dataclass
@@ -98,7 +112,8 @@ def _previous(path: Path | None) -> dict[str, Any]:
         return {}
 
 
-def _one(name: str, run: LoadedCheckpoint, settings: dict[str, Any], data: tuple, attack: Any, runtime: Any) -> dict[str, Any]:
+def _one(name: str, run: LoadedCheckpoint, settings: dict[str, Any], data: tuple, attack: Any,
+         runtime: Any) -> dict[str, Any]:
     started = time.perf_counter()
     value = measure(name, run.model, data, attack, runtime=runtime, **settings)
     return {"value": value, "seconds": round(time.perf_counter() - started, 3)}
@@ -115,8 +130,8 @@ def compute_measures(checkpoint: str | Path | LoadedCheckpoint, config: MeasureC
     """
     config = MeasureConfig() if config is None else config
     runtime = distributed.localize(resolve_runtime(device, config.precision, config.channels_last, config.compile))
-    run = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_run(checkpoint, runtime.device, data_dir=data_dir,
-                                                                  **load)
+    run = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_run(checkpoint, runtime.device,
+                                                                               data_dir=data_dir, **load)
     run.model = runtime.prepare_model(run.model)
     data = landscape_samples(run, config)
     attack = None if config.clean else landscape_attack(run, config)
@@ -124,10 +139,9 @@ def compute_measures(checkpoint: str | Path | LoadedCheckpoint, config: MeasureC
               "samples": len(data[0]), "sample_seed": config.sample_seed, "batch_size": config.batch_size,
               "device_type": runtime.device.type, "precision": runtime.precision}
     settings = {n: get_measure(n).settings(**config.settings.get(n, {})) for n in config.measures}
-    keys = {n: lio.cache_key(run.sha256, {"measure": n, **common, "settings": settings[n]}) for n in config.measures}
+    keys = {n: _key(run, common, n, settings[n]) for n in config.measures}
     path = None if out is None else Path(out) / FILE
-    entries = {n: {**e, "computed": False} for n, e in _previous(path).items()
-               if isinstance(e, dict) and e.get("cache_key") == keys.get(n)}
+    entries = _still_valid(_previous(path), keys, run, common)
     todo = [n for n in config.measures if n not in entries]
     world = distributed.world() if distributed.initialized() else 1
     mine = shard(todo, distributed.rank(), world) if world > 1 else todo
@@ -148,15 +162,36 @@ def compute_measures(checkpoint: str | Path | LoadedCheckpoint, config: MeasureC
     return MeasuresResult(values=values, info=info, path=path)
 
 
+def _key(run: LoadedCheckpoint, common: dict[str, Any], name: str, settings: dict[str, Any]) -> str:
+    """The cache key of one measure: checkpoint sha256, the measure, its settings, samples, attack, precision."""
+    return lio.cache_key(run.sha256, {"measure": name, **common, "settings": settings})
+
+
+def _still_valid(previous: dict[str, Any], keys: dict[str, str], run: LoadedCheckpoint,
+                 common: dict[str, Any]) -> dict[str, Any]:
+    """The entries of an earlier measures.json that still hold: those asked for now under the same
+    key, and every other one whose key its own settings still give (same checkpoint, samples and
+    attack), so measuring one more measure never drops the others."""
+    kept = {}
+    for name, entry in previous.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("settings"), dict):
+            continue
+        key = keys[name] if name in keys else _key(run, common, name, entry["settings"])
+        if entry.get("cache_key") == key:
+            kept[name] = {**entry, "computed": False}
+    return kept
+
+
 def _info(run: LoadedCheckpoint, common: dict[str, Any], entries: dict[str, Any], config: MeasureConfig,
           complete: bool) -> dict[str, Any]:
     meta = run.meta
-    ordered = {n: entries[n] for n in config.measures if n in entries}
+    # the measures asked for, in their order, then those kept from earlier calls
+    ordered = {n: entries[n] for n in (*config.measures, *entries) if n in entries}
     return {"checkpoint": run.source, "checkpoint_sha256": run.sha256, "arch": meta.get("arch"),
             "dataset": meta.get("dataset"), "method": meta.get("method"), "awp_gamma": meta.get("awp_gamma"),
             "epoch": meta.get("epoch"), **common, "complete": complete,
-            "measures_computed": sum(1 for e in ordered.values() if e.get("computed")),
-            "measures_reused": sum(1 for e in ordered.values() if not e.get("computed")),
+            "measures_computed": sum(1 for n in config.measures if n in entries and entries[n].get("computed")),
+            "measures_reused": sum(1 for n in config.measures if n in entries and not entries[n].get("computed")),
             "measures": ordered,
             # weights that --allow-nonfinite let through: every value above is suspect
             **({"nonfinite_weights": meta["nonfinite_weights"]} if meta.get("nonfinite_weights") else {})}

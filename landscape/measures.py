@@ -34,26 +34,28 @@ Costs are in training forward+backward passes over the samples; S is the number 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, get_type_hints
 
 import numpy as np
 from torch import nn
 
 from awp.errors import UsageError
 from awp.metrics import AttackSpec
+from awp.registry import Registry, unknown_name
 from awp.runtime import Runtime
+from awp.settings import coerce_value
 from landscape import baselines, flatness, hessian, pacbayes
 from landscape.curve import weight_loss_curve
 from landscape.directions import NORMALIZATIONS, random_direction
+from landscape.flatness import average_sharpness, worst_case_sharpness
 
 
 def _curve(model: nn.Module, data: Any, attack: AttackSpec | None, alphas: list[float], directions: int,
            seed: int, normalization: str, batch_size: int, runtime: Runtime | None):
     if int(directions) != directions or directions < 1:
         raise UsageError(f"directions must be a whole number >= 1, got {directions}")
-    if normalization not in NORMALIZATIONS:
-        raise UsageError(f"unknown normalization {normalization!r}; choose from: {', '.join(NORMALIZATIONS)}")
+    NORMALIZATIONS.resolve(normalization)
     dirs = [random_direction(model, seed=seed + k, normalization=normalization) for k in range(int(directions))]
     return weight_loss_curve(model, dirs, alphas, data, loss="clean" if attack is None else "adversarial",
                              attack=attack, batch_size=batch_size, runtime=runtime)
@@ -83,19 +85,6 @@ def curve_curvature(model: nn.Module, data: Any, attack: AttackSpec | None = Non
     return flatness.curvature(_curve(model, data, attack, alphas, directions, seed, normalization, batch_size, runtime))
 
 
-def average_sharpness(model: nn.Module, data: Any, attack: AttackSpec, *, xi: float = 0.01, samples: int = 5,
-                      seed: int = 0, batch_size: int = 256, runtime: Runtime | None = None) -> float:
-    """E_nu[rho(w + nu)] - rho(w), ||nu_l|| = xi ||w_l|| (:func:`landscape.flatness.average_sharpness`)."""
-    return flatness.average_sharpness(model, data, xi, attack, samples, seed, batch_size=batch_size, runtime=runtime)
-
-
-def worst_case_sharpness(model: nn.Module, data: Any, attack: AttackSpec, *, xi: float = 0.01, steps: int = 5,
-                         batch_size: int = 256, runtime: Runtime | None = None) -> float:
-    """max_{||nu_l|| <= xi ||w_l||} rho(w + nu) - rho(w) by projected ascent
-    (:func:`landscape.flatness.worst_case_sharpness`)."""
-    return flatness.worst_case_sharpness(model, data, xi, attack, steps, batch_size=batch_size, runtime=runtime)
-
-
 def awp_sharpness(model: nn.Module, data: Any, attack: AttackSpec, *, gamma: float = 0.01, batch_size: int = 256,
                   runtime: Runtime | None = None) -> float:
     """rho(w + v) - rho(w) for the AWP perturbation at relative size gamma (Wu et al. 2020, Eq. 8-9,
@@ -103,7 +92,7 @@ def awp_sharpness(model: nn.Module, data: Any, attack: AttackSpec, *, gamma: flo
     v_l = gamma ||w_l|| g_l / (||g_l|| + 1e-20), g = d/dw of the eval-mode mean CE of adversarial
     examples crafted at w, through :class:`awp.perturbation.AdversarialWeightPerturbation`; the
     attack is re-run at w + v. It is :func:`worst_case_sharpness` with one ascent step of size gamma."""
-    return flatness.worst_case_sharpness(model, data, gamma, attack, steps=1, batch_size=batch_size, runtime=runtime)
+    return worst_case_sharpness(model, data, attack, xi=gamma, steps=1, batch_size=batch_size, runtime=runtime)
 
 
 def _weight_norm(model: nn.Module, data: Any = None, attack: AttackSpec | None = None, *,
@@ -130,6 +119,7 @@ class Measure:
     needs_attack: bool
     scale_invariant: bool
     reference: str
+    renamed: Mapping[str, str] = field(default_factory=dict)  # an older setting name -> its name now
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -137,21 +127,30 @@ class Measure:
         return {k: p.default for k, p in inspect.signature(self.compute).parameters.items()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "runtime"}
 
+    def overrides(self, **values: Any) -> dict[str, Any]:
+        """``values`` typed by the compute function's annotations (text such as ``--set xi=8/255``
+        parsed by :func:`awp.settings.coerce_value`, non-finite floats refused), older names
+        (``renamed``) mapped to the current ones; an unknown setting names the closest one."""
+        defaults, hints = self.defaults, get_type_hints(self.compute)
+        typed = {}
+        for key, value in values.items():
+            key = self.renamed.get(key, key)
+            if key not in defaults:
+                raise unknown_name(f"setting of measure {self.name!r}", key, list(defaults))
+            typed[key] = coerce_value(f"{self.name}.{key}", hints.get(key, Any), value)
+        return typed
+
     def settings(self, **overrides: Any) -> dict[str, Any]:
-        """The defaults updated with ``overrides``; an unknown setting is a :class:`UsageError`."""
-        defaults = self.defaults
-        unknown = sorted(set(overrides) - set(defaults))
-        if unknown:
-            raise UsageError(f"measure {self.name!r} has no setting {unknown[0]!r}; its settings: "
-                             f"{', '.join(defaults) or 'none'}")
-        return {**defaults, **overrides}
+        """The defaults updated with :meth:`overrides`."""
+        return {**self.defaults, **self.overrides(**overrides)}
 
 
-def _registry(*measures: Measure) -> dict[str, Measure]:
-    return {m.name: m for m in measures}
+def _register(measure: Measure) -> None:
+    MEASURES.register(measure.name, measure, description=measure.formula)
 
 
-MEASURES: dict[str, Measure] = _registry(
+MEASURES: Registry[Measure] = Registry("measure")
+for _measure in (
     Measure("sharpness", curve_sharpness,
             "mean_k [(rho(w + r d_k) + rho(w - r d_k)) / 2 - rho(w)], d_k filter-normalized random directions",
             "loss (mean CE) at |alpha| = r filter norms", "directions x 3 x (S + 1)", False, True,
@@ -162,7 +161,7 @@ MEASURES: dict[str, Measure] = _registry(
             "Wu et al. 2020 Sec. 3; Li et al. 2018"),
     Measure("average_sharpness", average_sharpness,
             "E_nu[rho(w + nu)] - rho(w), nu_l Gaussian with ||nu_l|| = xi ||w_l||",
-            "loss (mean CE)", "(samples + 1) x (S + 1)", True, True, "Stutz et al. 2021, Eq. 2"),
+            "loss (mean CE)", "(draws + 1) x (S + 1)", True, True, "Stutz et al. 2021, Eq. 2", {"samples": "draws"}),
     Measure("worst_case_sharpness", worst_case_sharpness,
             "max_{||nu_l|| <= xi ||w_l||} rho(w + nu) - rho(w), projected ascent on the CE of examples crafted at w",
             "loss (mean CE)", "2 x (S + 1) + steps", True, True, "Stutz et al. 2021, Eq. 3"),
@@ -175,8 +174,8 @@ MEASURES: dict[str, Measure] = _registry(
             "Keskar et al. 2017; Yao et al. 2020 (PyHessian)"),
     Measure("hessian_trace", hessian.hessian_trace,
             "tr d^2 CE / dw^2 at fixed inputs, mean of v^T H v over Rademacher v (Hutchinson)", "loss / weight^2",
-            "S + 1 + samples x 2 (one double backward each)", False, False,
-            "Hutchinson 1989; Yao et al. 2020 (PyHessian)"),
+            "S + 1 + draws x 2 (one double backward each)", False, False,
+            "Hutchinson 1989; Yao et al. 2020 (PyHessian)", {"samples": "draws"}),
     Measure("pac_bayes_sharpness", pacbayes.pac_bayes_sharpness,
             "1 / sigma*^2, sigma* the largest sigma with acc(w) - E_u acc(w + u) <= max_drop, "
             "u_i ~ N(0, sigma^2 w_i^2 + eps^2)",
@@ -190,14 +189,13 @@ MEASURES: dict[str, Measure] = _registry(
             "logits", "S + 1", False, True, "Kim et al. 2023"),
     Measure("weight_norm", _weight_norm, "sum_l ||w_l||_F^2 over conv and linear weights", "weight^2", "0",
             False, False, "Kim et al. 2023; Jiang et al. 2020"),
-)
+):
+    _register(_measure)
 
 
 def get_measure(name: str) -> Measure:
-    """The registered measure called ``name``; an unknown name is a one-line :class:`UsageError`."""
-    if name not in MEASURES:
-        raise UsageError(f"unknown measure {name!r}; choose from: {', '.join(MEASURES)}")
-    return MEASURES[name]
+    """The registered measure called ``name``; an unknown name is one line naming the closest."""
+    return MEASURES.get(name)
 
 
 def measure(name: str, model: nn.Module, data: Any, attack: AttackSpec | None = None, *,

@@ -150,6 +150,36 @@ def load_record() -> dict[str, Any]:
     return json.loads(RECORD.read_text())
 
 
+# Names changed on purpose since the record was made (issue 19: one word per concept), each with
+# its reason. Every number stays compared bit for bit; only these keys are renamed in the record.
+RENAMED_SETTINGS = {"average_sharpness": {"samples": "draws"},  # random perturbations, not images
+                    "hessian_trace": {"samples": "draws"}}      # Rademacher vectors, not images
+ADDED_SETTINGS = {"worst_case_sharpness": {"step_size": None}}   # one definition: flatness's signature
+RENAMED_FLATNESS = {"xi_samples": "xi_draws"}                    # landscape.json, same reason
+
+
+def as_now(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the renames above applied, and the cache keys those settings now give
+    (:func:`landscape.io.cache_key` of the same checkpoint, samples and attack)."""
+    from landscape.io import cache_key
+
+    record = json.loads(json.dumps(record))
+    flatness = record["landscape"]["curve"]["json"]["flatness"]
+    for old, new in RENAMED_FLATNESS.items():
+        flatness[new] = flatness.pop(old)
+    info = record["measures"]
+    common = {k: info[k] for k in ("attack", "split", "samples", "sample_seed", "batch_size", "device_type",
+                                   "precision")}
+    for name, entry in info["measures"].items():
+        renamed = RENAMED_SETTINGS.get(name, {})
+        settings = {renamed.get(k, k): v for k, v in entry["settings"].items()}
+        settings.update(ADDED_SETTINGS.get(name, {}))
+        if settings != entry["settings"]:
+            entry["settings"] = dict(sorted(settings.items()))
+            entry["cache_key"] = cache_key(info["checkpoint_sha256"], {"measure": name, **common, "settings": settings})
+    return record
+
+
 if __name__ == "__main__":
     import tempfile
 

@@ -42,12 +42,26 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("pairs, match", [
     (["epoch=5"], "unknown setting"),
     (["epochs=five"], "not a valid int"),
-    (["eps=-0.1"], "eps must be >= 0"),
+    (["eps=-0.1"], r"eps must be a finite number >= 0 and <= 1"),
     (["eps=8"], "pixel units"),
     (["awp_gamma=2"], "awp_gamma"),
     (["nesterov=maybe"], "not a valid bool"),
     (["epochs"], "expected key=value"),
     (["schedule=linear"], "unknown schedule"),
+    (["schedule=cosin"], "did you mean cosine"),
+    # every float setting is finite where a config enters (JSON cannot store inf; lr=inf trains to NaN)
+    (["lr=inf"], "lr=inf is not a finite number"),
+    (["beta=inf"], "beta=inf is not a finite number"),
+    (["step_size=nan"], "step_size=nan is not a finite number"),
+    (["eval_eps=-inf"], "eval_eps=-inf is not a finite number"),
+    (["eval_batch_size=0"], "eval_batch_size must be >= 1"),
+    (['lr_milestones=["a"]'], "lr_milestones must be a list of fractions"),
+    (["lr_milestones=[1e400]"], "each of lr_milestones must be a finite number"),
+    (["lr_milestones=[0, 0.5]"], "each of lr_milestones must be a finite number > 0"),
+    ([f"seed={2**64}"], "seed must be <= 9223372036854775807"),
+    (["seed=-1"], "seed must be >= 0"),
+    (["model=smallcnm"], "unknown model 'smallcnm'; did you mean smallcnn?"),
+    (["awp_kind=randm"], "did you mean random"),
 ])
 def test_bad_overrides_are_refused(pairs, match):
     with pytest.raises(UsageError, match=match):

@@ -234,8 +234,8 @@ def test_worst_case_is_above_average_case(data):
     x, y = data
     model = _model()
     state = _state(model)
-    worst = worst_case_sharpness(model, (x, y), 0.05, ATTACK, steps=3)
-    average = average_sharpness(model, (x, y), 0.05, ATTACK, samples=3)
+    worst = worst_case_sharpness(model, (x, y), ATTACK, xi=0.05, steps=3)
+    average = average_sharpness(model, (x, y), ATTACK, xi=0.05, draws=3)
     assert worst >= average >= -0.05
     assert _same(model, state) and not model.training
 

@@ -25,7 +25,7 @@ from landscape.pacbayes import bisect_sigma, magnitude_noise, pac_bayes_sigma
 ATTACK = AttackSpec(eps=0.1, step_size=0.025, steps=3, seed=7)  # robust accuracy 0.62 on the fitted CNN
 # Cheap settings per measure for the invariant tests; a new measure must be added here.
 FAST = {"sharpness": {"directions": 1}, "curvature": {"directions": 1, "points": 3},
-        "average_sharpness": {"samples": 1}, "worst_case_sharpness": {"steps": 2}, "awp_sharpness": {},
+        "average_sharpness": {"draws": 1}, "worst_case_sharpness": {"steps": 2}, "awp_sharpness": {},
         "hessian_top_eigenvalue": {"iters": 3}, "hessian_trace": {"samples": 2},
         "pac_bayes_sharpness": {"depth": 4, "draws": 1}, "input_gradient_norm": {}, "logit_margin": {},
         "weight_norm": {}}
@@ -202,7 +202,7 @@ def test_unused_weights_are_left_out(tiny64):
     wrapped = _WithUnused(model).eval()
     op = HessianOperator(wrapped, [(x, y)])
     assert op.names == ["net." + n for n, _ in named_weights(model)]
-    assert measure("hessian_trace", wrapped, (x, y), samples=3) == measure("hessian_trace", model, (x, y), samples=3)
+    assert measure("hessian_trace", wrapped, (x, y), draws=3) == measure("hessian_trace", model, (x, y), draws=3)
 
 
 def test_top_eigenvalue_matches_the_dense_hessian(tiny64):
@@ -222,11 +222,11 @@ def test_hessian_trace_at_adversarial_examples_matches_the_dense_hessian(tiny64)
     x_adv = attack(model, x, y, torch.Generator().manual_seed(attack.seed))  # crafted at w, then fixed
     h = _dense_hessian(model, x_adv, y)
     n = 200
-    got = measure("hessian_trace", model, (x, y), attack, samples=n)
+    got = measure("hessian_trace", model, (x, y), attack, draws=n)
     # Rademacher v: Var(v^T H v) = 2 (||H||_F^2 - sum_i H_ii^2); 4 standard errors.
     sd = (2 * ((h ** 2).sum() - (h.diagonal() ** 2).sum()) / n).sqrt().item()
     assert abs(got - h.trace().item()) < 4 * sd
-    assert measure("hessian_trace", model, (x, y), attack, samples=n, seed=1) != got
+    assert measure("hessian_trace", model, (x, y), attack, draws=n, seed=1) != got
 
 
 # --------------------------------------------------------------------------- AWP sharpness
@@ -338,3 +338,20 @@ def test_clean_sharpness_matches_hand_computed_points(trained, data):
         rises.append((ce(d, r) + ce(d, -r)) / 2 - ce(d, 0.0))
     got = measure("sharpness", model, (x, y), None, radius=r, directions=2, seed=4)
     assert got == pytest.approx(sum(rises) / 2, rel=1e-4, abs=1e-6)
+
+
+def test_settings_are_typed_like_key_value_overrides_and_old_names_still_work():
+    from landscape.measures import get_measure
+
+    spec = get_measure("average_sharpness")
+    assert spec.settings(draws="3", xi="8/255") == {**spec.defaults, "draws": 3, "xi": pytest.approx(8 / 255)}
+    assert spec.settings(samples=4)["draws"] == 4  # the name before 'draws' (random perturbations, not images)
+    assert get_measure("hessian_trace").settings(samples="2")["draws"] == 2
+    for bad, text in ((dict(xi="abc"), "average_sharpness.xi='abc' is not a valid float"),
+                      (dict(xi="inf"), "average_sharpness.xi=inf is not a finite number"),
+                      (dict(draw=3), "unknown setting of measure 'average_sharpness' 'draw'; did you mean draws?")):
+        with pytest.raises(UsageError) as err:
+            spec.settings(**bad)
+        assert str(err.value).startswith(text), err.value
+    with pytest.raises(UsageError, match="did you mean weight_norm"):
+        get_measure("weight_nrm")

@@ -7,13 +7,13 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from awp.errors import UsageError, UserError
-from awp.io import atomic_write_bytes, check_output_file
+from awp.errors import UserError
+from awp.io import atomic_write_bytes
 from awp.data.images import Device, ImageSet, _check_int, _one_line
 
 # What a pickle of numpy arrays in plain containers needs, and nothing more: array and dtype
