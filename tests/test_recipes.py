@@ -1,13 +1,8 @@
 """Every paper-row preset's recipe card against constants read off the official scripts.
 
 The card is computed by the code the training loop runs (awp.recipe), so these tests pin both.
-Each expected value cites the repository, file and line it comes from, at these commits:
-
-- csdongxian/AWP             a7acf5d842fccf1bbb4b91644352ce157d370a26
-- yaodongyu/TRADES           6e8e11b7c281371c2f027ffadfbaea80361f09de
-- YisenWang/MART             2d83e17b381dd2ee52223695e517bf6d5ff09c2c
-- yaircarmon/semisup-adv     3f05b280cfa207ec035f27542c8c8b4b2a4e71b2
-- locuslab/robust_overfitting c47a25c5e00c8b2bb35488d962c04dd771b7e9af
+The expected values are tests/reference.py's copies of the official learning-rate schedules and
+recipes, each citing the repository, file and line it comes from.
 
 The official protocol trains on the whole training set and keeps the checkpoint with the best
 test PGD-20 (the AT scripts) or the last one (TRADES, MART, RST): ``val_size=0 select_on=test``.
@@ -15,7 +10,6 @@ test PGD-20 (the AT scripts) or the last one (TRADES, MART, RST): ``val_size=0 s
 import json
 import math
 
-import numpy as np
 import pytest
 
 import awp_cli
@@ -23,173 +17,7 @@ from awp.config import load_preset
 from awp.errors import UsageError
 from awp.recipe import recipe_card
 
-# ------------------------------------------------------------------ the official learning rates
-
-
-def awp_at_lr(lr_max: float, epochs: int, iterations: int) -> list[float]:
-    """csdongxian/AWP AT_AWP/train_cifar10.py:261-267 ('piecewise'; the same in train_cifar100.py:235-241
-    and train_svhn.py:232-238), evaluated as :321 does, at t = epoch + (i + 1) / len(train_batches),
-    here for the first step i = 0 of each 0-based epoch."""
-    def lr_schedule(t):
-        if t / epochs < 0.5:
-            return lr_max
-        elif t / epochs < 0.75:
-            return lr_max / 10.
-        return lr_max / 100.
-    return [lr_schedule(epoch + 1 / iterations) for epoch in range(epochs)]
-
-
-def trades_lr(epoch: int) -> float:
-    """yaodongyu/TRADES train_trades_cifar10.py:137-145, 1-based epochs (:155), lr 0.1 (:24)."""
-    lr = 0.1
-    if epoch >= 75:
-        lr = 0.1 * 0.1
-    if epoch >= 90:
-        lr = 0.1 * 0.01
-    if epoch >= 100:
-        lr = 0.1 * 0.001
-    return lr
-
-
-def trades_awp_lr(epoch: int) -> float:
-    """csdongxian/AWP trades_AWP/train_trades_cifar.py:260-266, 1-based epochs (:294), lr 0.1 (:33)."""
-    lr = 0.1
-    if epoch >= 100:
-        lr = 0.1 * 0.1
-    if epoch >= 150:
-        lr = 0.1 * 0.01
-    return lr
-
-
-def mart_lr(epoch: int) -> float:
-    """YisenWang/MART train_wideresnet.py:109-117, 1-based epochs (:176), lr 0.1 (:29)."""
-    lr = 0.1
-    if epoch >= 100:
-        lr = 0.1 * 0.001
-    elif epoch >= 90:
-        lr = 0.1 * 0.01
-    elif epoch >= 75:
-        lr = 0.1 * 0.1
-    return lr
-
-
-def rst_lr(epoch: int) -> float:
-    """yaircarmon/semisup-adv robust_self_training.py:412-413 ('cosine', :96), 1-based epochs (:444),
-    lr 0.1 (:94), 200 epochs (:76)."""
-    return 0.1 * 0.5 * (1 + np.cos((epoch - 1) / 200 * np.pi))
-
-
-# ------------------------------------------------------------------ the official recipes
-
-CIFAR10_MEAN_STD = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2471, 0.2435, 0.2616]}  # AWP AT_AWP/utils.py:17-18
-CIFAR100_MEAN_STD = {"mean": [0.5070751592371323, 0.48654887331495095, 0.4409178433670343],  # train_cifar100.py:21
-                     "std": [0.2673342858792401, 0.2564384629170883, 0.27615047132568404]}   # train_cifar100.py:22
-SVHN_MEAN_STD = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # AWP train_svhn.py:20-21
-RAW = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # ToTensor() only, no normalization anywhere
-
-CIFAR_TRAIN = 50000   # torchvision CIFAR10/CIFAR100(train=True), used whole (no --val: AWP logs show val=False)
-SVHN_TRAIN = 73257    # torchvision SVHN(split='train'), AWP train_svhn.py:172
-
-
-def awp_at(dataset: str, gamma: float, warmup: int, model: str = "preactresnet18") -> dict:
-    """csdongxian/AWP AT_AWP/train_{cifar10,cifar100,svhn}.py."""
-    svhn, c100 = dataset == "svhn", dataset == "cifar100"
-    train = SVHN_TRAIN if svhn else CIFAR_TRAIN
-    iterations = math.ceil(train / 128)         # batch 128 (train_cifar10.py:133), drop_last=False (:36)
-    lr_max = 0.01 if svhn else 0.1              # train_svhn.py:115; train_cifar10.py:138
-    step = (1 if svhn else 2) / 255             # --pgd-alpha: train_svhn.py:121; train_cifar10.py:146,214
-    return {
-        "dataset": dataset, "model": model,     # PreActResNet18 (:217) / WideResNet(34, 10, widen 10) (:220)
-        "train_size": train, "val_size": 0, "select_on": "test",  # model_best.pth by test PGD (:467)
-        "augmentation": [] if svhn else ["crop", "flip", "rotation"] if c100 else ["crop", "flip"],
-        # train_svhn.py:163-166 (ToTensor only); train_cifar100.py:168-170; train_cifar10.py:191
-        "padding_mode": None if svhn else "zeros" if c100 else "reflect",
-        # RandomCrop(32, padding=4) pads zeros (train_cifar100.py:168); utils.py:27 np.pad(mode='reflect')
-        "normalization": SVHN_MEAN_STD if svhn else CIFAR100_MEAN_STD if c100 else CIFAR10_MEAN_STD,
-        "method": "at", "train_eps": 8 / 255,   # --epsilon 8 (:142), / 255 (:213)
-        "train_step_size": step, "train_attack_steps": 10,  # --attack-iters 10 (:143)
-        "attack_bn_mode": "train",              # attack_pgd runs after model.train() (:338, train_cifar100.py:257)
-        "bn_sequence": "official-at",
-        "train_mode_forwards_per_step": 10 + 1 + 1 + 1,  # attack (:92), its restart forward (:122), :347, :365
-        "awp_gamma": gamma, "awp_warmup": warmup if gamma > 0 else None,
-        # --awp-gamma / --awp-warmup (train_cifar10.py:162-163, train_svhn.py:134-135), `epoch >= warmup` 0-based (:340)
-        "awp_first_epoch": warmup + 1 if gamma > 0 else None,
-        "epochs": 200, "batch_size": 128,       # :136, :133
-        "iterations_per_epoch": iterations, "total_iterations": 200 * iterations,
-        "lr_update": "iteration", "lr_by_epoch": awp_at_lr(lr_max, 200, iterations),
-        "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,  # SGD(momentum=0.9, weight_decay=5e-4) (:240)
-        "eval_eps": 8 / 255, "eval_step_size": step,  # test PGD-20 with the same epsilon and pgd_alpha (:144,:392)
-        "metric_attack": f"pgd20-linf eps={8 / 255:.4g} step={step:.4g} eval-mode",
-    }
-
-
-def trades_like(**values) -> dict:
-    """Shared by TRADES, MART, TRADES-AWP and RST: CIFAR-10 with RandomCrop(32, padding=4) (zero
-    padding) and RandomHorizontalFlip (TRADES train_trades_cifar10.py:59-63, MART train_wideresnet.py:70-74,
-    AWP train_trades_cifar.py:85-89, semisup-adv robust_self_training.py:193-197), ToTensor only,
-    attack in eval mode (trades.py:28, mart.py:17, train_trades_cifar.py:107, losses.py:46),
-    10 attack steps, momentum 0.9, batch 128, per-epoch lr, the last checkpoint kept (no selection)."""
-    base = {"dataset": "cifar10", "train_size": CIFAR_TRAIN, "val_size": 0, "select_on": "test",
-            "augmentation": ["crop", "flip"], "padding_mode": "zeros", "normalization": RAW,
-            "train_attack_steps": 10, "attack_bn_mode": "eval", "momentum": 0.9, "batch_size": 128,
-            "lr_update": "epoch", "eval_eps": 8 / 255, "eval_step_size": 2 / 255}  # auto_attacks/eval.py:56
-    base.update(values)
-    iterations = math.ceil(base.get("epoch_images", CIFAR_TRAIN) / base["batch_size"])
-    base.update(iterations_per_epoch=iterations, total_iterations=iterations * base["epochs"])
-    base.pop("epoch_images", None)
-    return base
-
-
-TRADES = trades_like(  # yaodongyu/TRADES train_trades_cifar10.py, trades.py
-    model="wrn-34-10", method="trades",            # WideResNet() (:152)
-    train_eps=0.031, train_step_size=0.007,        # :30, :34
-    beta=6.0, weight_decay=2e-4, epochs=76,        # :36, :22, :20
-    nesterov=False, awp_gamma=0.0,
-    lr_by_epoch=[trades_lr(e) for e in range(1, 77)],
-    bn_sequence="official-trades", train_mode_forwards_per_step=3)  # trades.py:79, 81, 82
-TRADES_AWP = trades_like(  # csdongxian/AWP trades_AWP/train_trades_cifar.py, utils_awp.py
-    model="wrn-34-10", method="trades",            # --arch WideResNet34 (:19)
-    train_eps=8 / 255, train_step_size=2 / 255,    # :41,66; :45,67
-    beta=6.0, weight_decay=5e-4, epochs=200,       # :47, :31, :24
-    nesterov=False, awp_gamma=0.005,               # :60
-    awp_warmup=9, awp_first_epoch=10,              # --awp-warmup 10 (:62), `epoch >= 10` 1-based (:179, :294)
-    lr_by_epoch=[trades_awp_lr(e) for e in range(1, 201)],
-    bn_sequence="official-trades-awp", train_mode_forwards_per_step=3)  # :187, :189, :192
-MART = trades_like(  # YisenWang/MART train_wideresnet.py, mart.py
-    model="wrn-34-10", method="mart",              # WideResNet() (:169)
-    train_eps=0.031, train_step_size=0.007,        # :35, :39
-    beta=6.0, weight_decay=7e-4, epochs=90,        # :41, :27, :25
-    nesterov=False, awp_gamma=0.0,
-    lr_by_epoch=[mart_lr(e) for e in range(1, 91)],
-    bn_sequence="official-mart", train_mode_forwards_per_step=2)  # mart.py:38, 40
-RST = trades_like(  # yaircarmon/semisup-adv robust_self_training.py (README: --distance l_inf --epsilon 0.031)
-    model="wrn-28-10", method="rst",               # :48
-    train_eps=0.031, train_step_size=0.007,        # :115 and the README, :121
-    beta=6.0, weight_decay=5e-4, epochs=200,       # :123, :93, :76
-    batch_size=256, unsup_fraction=0.5,            # :72, :131
-    epoch_images=50000,                            # SemiSupervisedSampler(num_batches=ceil(50000 / 256)) (:237-240)
-    nesterov=True, awp_gamma=0.0,                  # :101
-    lr_by_epoch=[rst_lr(e) for e in range(1, 201)],
-    bn_sequence="official-rst", train_mode_forwards_per_step=2)  # losses.py:80, 81
-# MART-AWP and RST-AWP: no official code; the cards say so and use TRADES-AWP's AWP settings.
-RECONSTRUCTION = {"awp_gamma": 0.005, "awp_warmup": 9, "awp_first_epoch": 10}  # train_trades_cifar.py:60,62,179
-
-OFFICIAL = {
-    "cifar10-at": awp_at("cifar10", 0.0, 0),
-    "cifar10-at-awp": awp_at("cifar10", 0.01, 0),
-    "cifar10-at-wrn34": awp_at("cifar10", 0.0, 0, "wrn-34-10"),
-    "cifar10-at-awp-wrn34": awp_at("cifar10", 0.01, 0, "wrn-34-10"),
-    "cifar100-at": awp_at("cifar100", 0.0, 0),
-    "cifar100-at-awp": awp_at("cifar100", 0.01, 0),
-    "svhn-at": awp_at("svhn", 0.0, 5),
-    "svhn-at-awp": awp_at("svhn", 0.01, 5),
-    "cifar10-trades": TRADES,
-    "cifar10-trades-awp": TRADES_AWP,
-    "cifar10-mart": MART,
-    "cifar10-mart-awp": {**MART, **RECONSTRUCTION},
-    "cifar10-rst": RST,
-    "cifar10-rst-awp": {**RST, **RECONSTRUCTION},
-}
+from reference import OFFICIAL, RAW, rst_lr
 
 
 def _card(name, **overrides):
