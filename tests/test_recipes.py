@@ -17,6 +17,7 @@ from awp.config import load_preset
 from awp.errors import UsageError
 from awp.recipe import recipe_card
 
+from real_format import write_cifar
 from reference import OFFICIAL, RAW, rst_lr
 
 
@@ -185,9 +186,7 @@ def test_cifar_presets_train_end_to_end_on_real_format_files(tmp_path, monkeypat
 
     from awp.evaluate import evaluate_checkpoint
     from awp.train import fit
-    from test_data import _write_cifar
-
-    _write_cifar(tmp_path / "c100", monkeypatch, kind="cifar100", rng=np.random.default_rng(0))
+    write_cifar(tmp_path / "c100", monkeypatch, kind="cifar100", rng=np.random.default_rng(0))
     # The presets' data pipeline, method, BN sequence, AWP and schedule; a small CNN keeps it fast.
     small = {"val_size": 2, "batch_size": 4, "epochs": 2, "attack_steps": 2, "eval_steps": 1,
              "eval_train_samples": 4, "save_every": 1, "model": "smallcnn"}
@@ -198,7 +197,7 @@ def test_cifar_presets_train_end_to_end_on_real_format_files(tmp_path, monkeypat
     assert len(rows) == 2 and rows[-1]["attack"] == f"pgd1-linf eps={8 / 255:.4g} step={2 / 255:.4g} eval-mode"
     assert (run / "best.pt").exists() and all(np.isfinite(float(r["train_batch_loss"])) for r in rows)
 
-    _write_cifar(tmp_path / "c10", monkeypatch, kind="cifar10", rng=np.random.default_rng(1))
+    write_cifar(tmp_path / "c10", monkeypatch, kind="cifar10", rng=np.random.default_rng(1))
     # TRADES trains at 0.031; its per-epoch metrics and `awp eval` use the paper's 8/255, step 2/255.
     config = load_preset("cifar10-trades", {"data_dir": str(tmp_path / "c10"),
                                             **small, "epochs": 1, "val_size": 0, "select_on": "test"})
