@@ -348,3 +348,15 @@ OFFICIAL = {
     "cifar10-rst": RST,
     "cifar10-rst-awp": {**RST, **RECONSTRUCTION},
 }
+
+# The official script each paper row follows (repository, then the script's path in it).
+SCRIPT = {
+    **{name: f"csdongxian/AWP AT_AWP/train_{name.split('-')[0]}.py" for name in OFFICIAL
+       if name.split("-")[1] == "at"},
+    "cifar10-trades": "yaodongyu/TRADES train_trades_cifar10.py",
+    "cifar10-trades-awp": "csdongxian/AWP trades_AWP/train_trades_cifar.py",
+    "cifar10-mart": "YisenWang/MART train_wideresnet.py",
+    "cifar10-mart-awp": "YisenWang/MART train_wideresnet.py",  # RECONSTRUCTION: MART's recipe plus TRADES-AWP's AWP
+    "cifar10-rst": "yaircarmon/semisup-adv robust_self_training.py",
+    "cifar10-rst-awp": "yaircarmon/semisup-adv robust_self_training.py",  # RECONSTRUCTION, likewise
+}

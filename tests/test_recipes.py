@@ -9,6 +9,8 @@ test PGD-20 (the AT scripts) or the last one (TRADES, MART, RST): ``val_size=0 s
 """
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,10 @@ from awp.errors import UsageError
 from awp.recipe import recipe_card
 
 from real_format import write_cifar
-from reference import OFFICIAL, RAW, rst_lr
+from reference import OFFICIAL, RAW, SCRIPT, rst_lr
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ROOT / "awp" / "presets"
 
 
 def _card(name, **overrides):
@@ -64,6 +69,7 @@ def test_reconstructions_say_so_and_the_others_name_their_script():
         assert "RECONSTRUCTION" in card.get("note", "RECONSTRUCTION")
         assert card["source"].split()[0] in ("csdongxian/AWP", "yaodongyu/TRADES", "YisenWang/MART",
                                              "yaircarmon/semisup-adv"), name
+        assert card["source"].startswith(SCRIPT[name] + " ") or card["source"] == SCRIPT[name], (name, card["source"])
 
 
 def test_paper_card_parameter_counts():
@@ -82,25 +88,72 @@ def test_overrides_reach_the_card():
     assert card["total_iterations"] == 10 * 98
 
 
+def _first_comment(name):
+    text = (PRESETS / f"{name}.toml").read_text()
+    return next(line[1:].strip() for line in text.splitlines() if line.startswith("#"))
+
+
+def _readme_offline_presets():
+    """The README's list of the offline rows, `digits-...` names in backticks."""
+    text = (ROOT / "README.md").read_text()
+    paragraph = text.split("The offline rows, ", 1)[1].split("need no download", 1)[0]
+    return set(re.findall(r"`(digits-[a-z-]+)`", paragraph))
+
+
 def test_cli_card_text_json_and_bad_input(capsys):
     assert awp_cli.main(["presets", "cifar10-trades-awp", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
+    # The default protocol holds out 1000 training images (Rice et al.); everything else is the script's.
+    official = OFFICIAL["cifar10-trades-awp"]
+    held_out = {"train_size": 50000 - 1000, "val_size": 1000, "select_on": "val",
+                "iterations_per_epoch": math.ceil(49000 / 128), "total_iterations": 200 * math.ceil(49000 / 128)}
     for key in ("iterations_per_epoch", "total_iterations", "lr_by_epoch", "train_size", "train_eps",
                 "train_step_size", "eval_eps", "eval_step_size", "augmentation", "padding_mode",
                 "normalization", "select_on"):
         assert key in card, key
+        assert _same(card[key], held_out.get(key, official.get(key))), (key, card[key])
+    for key, value in official.items():
+        assert _same(card[key], held_out.get(key, value)), key
+    assert card == _card("cifar10-trades-awp")  # --json prints the whole card, every value as computed
     assert len(card["lr_by_epoch"]) == 200 and card["normalization"] == RAW
     assert awp_cli.main(["presets", "cifar10-rst", "val_size=0"]) == 0
     text = capsys.readouterr().out
     assert "196 iterations" in text and "pass unlabeled=PATH" in text and f"200: {rst_lr(200):.4g}" in text
     assert awp_cli.main(["presets"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 23 and listing[0].startswith("cifar10-at ")
+    # One line per preset file, each with the file's first comment; the presets are the README's
+    # paper rows (each with its official recipe in tests/reference.py) and its offline rows.
+    files = sorted(path.stem for path in PRESETS.glob("*.toml"))
+    names = [line.split()[0] for line in listing]
+    assert names == files and listing[0].startswith("cifar10-at ")
+    assert set(names) == set(OFFICIAL) | _readme_offline_presets()
+    for line, name in zip(listing, names):
+        assert " ".join(line.split()[1:]) == " ".join(_first_comment(name).split()), name
     for argv in (["presets", "NOPE"], ["presets", "cifar10-at", "epochs=abc"], ["presets", "cifar10-at", "nope=1"],
                  ["presets", "cifar10-at", "bn_sequence=official-trades"], ["presets", "--json"]):
         assert awp_cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("awp: error: "), err
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in PRESETS.glob("*.toml")))
+def test_every_card_holds_what_the_readme_recipe_table_shows(name):
+    """epochs x iterations, per iteration or per epoch, the lr of every epoch, the script, RECONSTRUCTION."""
+    card = _card(name)
+    assert card["preset"] == name and card["overrides"] == ({"unlabeled": "ti_500K_pseudo_labeled.pickle"}
+                                                            if "rst" in name else {})
+    epochs, iterations = card["epochs"], card["iterations_per_epoch"]
+    assert isinstance(epochs, int) and isinstance(iterations, int) and epochs > 0 and iterations > 0
+    assert card["total_iterations"] == epochs * iterations
+    assert card["lr_update"] in ("iteration", "epoch")
+    assert len(card["lr_by_epoch"]) == epochs and all(lr > 0 for lr in card["lr_by_epoch"])
+    if card["method"] != "rst":  # RST's epoch is a number of batches of its own (Carmon et al.)
+        assert iterations == math.ceil(card["train_size"] / card["batch_size"]), name
+    if name in OFFICIAL:  # a paper row: its script, and whether the recipe is a reconstruction
+        assert card["source"].startswith(SCRIPT[name]), name
+        assert ("note" in card) == ("RECONSTRUCTION" in _first_comment(name)), name
+    else:
+        assert name.startswith("digits-"), name
 
 
 def test_bn_sequence_must_belong_to_the_method():
