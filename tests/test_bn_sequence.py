@@ -3,15 +3,14 @@
 Two independent checks:
 - a forward hook counts the model's train-mode forwards in one ``train_step`` and records their
   inputs (x, x_adv or an attack iterate), for every sequence of :data:`awp.methods.BN_SEQUENCES`;
-- three steps of ``train_step`` against a hand-written copy of each official step on the same
-  tiny model, x and fixed x_adv (so the attack's random start plays no part): the weights and the
-  BN running statistics (mean, var and the count of train-mode forwards) must agree.
+- three steps of ``train_step`` against a hand-written copy of each official step (tests/reference.py)
+  on the same tiny model, x and fixed x_adv (so the attack's random start plays no part): the weights
+  and the BN running statistics (mean, var and the count of train-mode forwards) must agree.
 """
 import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from awp.config import load_preset
 from awp.methods import get_method
@@ -19,9 +18,11 @@ from awp.perturbation import AdversarialWeightPerturbation
 from awp.recipe import recipe_card
 from awp.train import build_method, train_step
 
-from test_perturbation import _batch, _model, _official_loss, _official_step, _opt, _restore
+from helpers import digits_batch, digits_model, sgd
+from reference import (fixed_iterates, official_at_awp, official_mart, official_rst, official_trades,
+                       official_trades_awp)
 
-BETA, GAMMA_AT, GAMMA_TRADES = 6.0, 0.01, 0.005
+GAMMA_AT, GAMMA_TRADES = 0.01, 0.005
 
 
 def _record(model):
@@ -47,8 +48,8 @@ ORDERS = {
 
 @pytest.mark.parametrize("method_name, sequence", sorted(ORDERS))
 def test_train_mode_forwards_counted_with_a_hook(method_name, sequence):
-    model = _model()
-    x, _, y = _batch()
+    model = digits_model()
+    x, _, y = digits_batch()
     method = get_method(method_name, eps=0.1, step_size=0.03, steps=10, bn_sequence=sequence)
     seen, handle = _record(model)
     try:
@@ -77,86 +78,6 @@ def test_paper_presets_use_their_scripts_sequence(preset, forwards):
     assert recipe_card(preset, extra)["train_mode_forwards_per_step"] == forwards
 
 
-# ------------------------------------------------------------------ hand-written official steps
-
-
-def _iterates(x, x_adv):
-    """Ten fixed points standing for PGD-10's iterates (the attack's forwards run on these)."""
-    return [x + k / 10 * (x_adv - x) for k in range(10)]
-
-
-def official_at_awp(model, opt, x, x_adv, y, gamma):
-    """csdongxian/AWP AT_AWP/train_cifar10.py:329-365 with attack_pgd's forwards on fixed iterates."""
-    for point in _iterates(x, x_adv):      # attack_pgd :92, model in train mode
-        model(point)
-    model(x_adv)                           # attack_pgd :122 (restart selection)
-    model.train()                          # :338
-    diff, params = _official_step(model, opt, x, x_adv, y, gamma, _official_loss("at", x, x_adv, y))  # :343-345
-    robust_loss = F.cross_entropy(model(x_adv), y)  # :347-351
-    opt.zero_grad()
-    robust_loss.backward()
-    opt.step()                             # :358-360
-    _restore(params, diff, gamma)          # :362-363
-    model(x)                               # :365, for logging
-
-
-def official_trades(model, opt, x, x_adv, y):
-    """yaodongyu/TRADES trades.py:73-84, train_trades_cifar10.py:78-90 (attack in eval mode: no BN update)."""
-    model.train()
-    opt.zero_grad()
-    logits = model(x)
-    loss_natural = F.cross_entropy(logits, y)
-    loss_robust = (1.0 / len(x)) * F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(model(x), dim=1),
-                                            reduction="sum")
-    (loss_natural + BETA * loss_robust).backward()
-    opt.step()
-
-
-def official_trades_awp(model, opt, x, x_adv, y, gamma):
-    """csdongxian/AWP trades_AWP/train_trades_cifar.py:177-206, utils_awp.py:37-53."""
-    model.train()
-    diff, params = _official_step(model, opt, x, x_adv, y, gamma, _official_loss("trades", x, x_adv, y))
-    opt.zero_grad()
-    logits_adv = model(x_adv)
-    loss_robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(model(x), dim=1), reduction="batchmean")
-    logits = model(x)
-    loss = F.cross_entropy(logits, y) + BETA * loss_robust
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    _restore(params, diff, gamma)
-
-
-def official_mart(model, opt, x, x_adv, y):
-    """YisenWang/MART mart.py:32-58, train_wideresnet.py:89-101."""
-    model.train()
-    opt.zero_grad()
-    logits = model(x)
-    logits_adv = model(x_adv)
-    adv_probs = F.softmax(logits_adv, dim=1)
-    tmp1 = torch.argsort(adv_probs, dim=1)[:, -2:]
-    new_y = torch.where(tmp1[:, -1] == y, tmp1[:, -2], tmp1[:, -1])
-    loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
-    nat_probs = F.softmax(logits, dim=1)
-    true_probs = torch.gather(nat_probs, 1, (y.unsqueeze(1)).long()).squeeze()
-    kl = F.kl_div(torch.log(adv_probs + 1e-12), nat_probs, reduction="none")
-    loss_robust = (1.0 / len(x)) * torch.sum(torch.sum(kl, dim=1) * (1.0000001 - true_probs))
-    (loss_adv + BETA * loss_robust).backward()
-    opt.step()
-
-
-def official_rst(model, opt, x, x_adv, y):
-    """yaircarmon/semisup-adv losses.py:74-88, robust_self_training.py:275-304."""
-    model.train()
-    opt.zero_grad()
-    logits_adv = F.log_softmax(model(x_adv), dim=1)
-    logits = model(x)
-    loss_natural = F.cross_entropy(logits, y, ignore_index=-1)
-    loss_robust = F.kl_div(logits_adv, F.softmax(logits, dim=1), reduction="sum") / len(x)
-    (loss_natural + BETA * loss_robust).backward()
-    opt.step()
-
-
 CASES = {  # name: (method, official sequence, AWP gamma, official step)
     "at-awp": ("at", "official-at", GAMMA_AT, lambda m, o, x, xa, y: official_at_awp(m, o, x, xa, y, GAMMA_AT)),
     "trades": ("trades", "official-trades", 0.0, official_trades),
@@ -168,10 +89,10 @@ CASES = {  # name: (method, official sequence, AWP gamma, official step)
 
 
 def _ours(method_name, sequence, gamma, x, x_adv, y, steps=3):
-    model = _model()
-    opt = _opt(model)
+    model = digits_model()
+    opt = sgd(model)
     method = get_method(method_name, bn_sequence=sequence)
-    iterates = _iterates(x, x_adv)
+    iterates = fixed_iterates(x, x_adv)
 
     def fixed_attack(m, xb, yb):  # AT: PGD-10's ten train-mode forwards on the same fixed points
         if method_name == "at":
@@ -188,8 +109,8 @@ def _ours(method_name, sequence, gamma, x, x_adv, y, steps=3):
 
 
 def _official(step, x, x_adv, y, steps=3):
-    model = _model()
-    opt = _opt(model)
+    model = digits_model()
+    opt = sgd(model)
     for _ in range(steps):
         step(model, opt, x, x_adv, y)
     return model
@@ -202,7 +123,7 @@ def _buffers(model):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bn_statistics_and_weights_equal_the_official_step(case):
     method_name, sequence, gamma, step = CASES[case]
-    x, x_adv, y = _batch()
+    x, x_adv, y = digits_batch()
     ours = _ours(method_name, sequence, gamma, x, x_adv, y)
     ref = _official(step, x, x_adv, y)
     for (key, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
@@ -223,8 +144,8 @@ def test_bn_statistics_and_weights_equal_the_official_step(case):
 
 def test_official_sequences_leave_the_loss_unchanged():
     """Repeated clean forwards in train mode give the same logits: one loss for every sequence."""
-    model = _model()
-    x, x_adv, y = _batch()
+    model = digits_model()
+    x, x_adv, y = digits_batch()
     for name, sequences in {"trades": ("official-trades", "official-trades-awp"), "rst": ("official-rst",)}.items():
         values = []
         for sequence in ("minimal",) + sequences:

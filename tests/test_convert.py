@@ -8,6 +8,7 @@ depth and widen_factor, as published) so the default run stays fast.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -324,6 +325,16 @@ def test_cli_import_and_export(tmp_path, capsys):
                              arch_kwargs={"depth": 10, "widen_factor": 1})
     assert main(["export", str(ours), "--out", str(tmp_path / "rb.pt")]) == 0
     assert (tmp_path / "rb.pt.provenance.json").exists()
+    assert "rb.pt" in capsys.readouterr().out
+    # The exported file loads strictly into the published architecture and computes the original's outputs.
+    target = _robustbench_style_load(RefWideResNet(sub_block1=False, depth=10, widen_factor=1), tmp_path / "rb.pt")
+    x = _inputs()
+    assert torch.equal(_outputs(target, x), _outputs(ref, x))
+    # The provenance names the checkpoint exported, by path and checksum, and the file written.
+    provenance = json.loads((tmp_path / "rb.pt.provenance.json").read_text())
+    assert provenance["source"] == str(ours.resolve()) and provenance["sha256"] == sha256_file(ours)
+    assert provenance["output_sha256"] == sha256_file(tmp_path / "rb.pt")
+    assert (provenance["format"], provenance["arch"], provenance["dataset"]) == ("robustbench", "wrn-34-10", "cifar10")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,13 +1,12 @@
 """Tests for awp.data: splits, real on-disk formats, augmentation, batching, RST data files.
 
 References are independent of the code under test: per-pixel layouts written by hand in each
-data set's documented on-disk format, numpy padding/slicing for the crop, hand-computed model
-outputs, and multisets of image bytes for the partition checks.
+data set's documented on-disk format (tests/real_format.py), numpy padding/slicing for the crop,
+hand-computed model outputs, and multisets of image bytes for the partition checks.
 """
 from __future__ import annotations
 
 import collections
-import hashlib
 import math
 import os
 import pickle
@@ -15,7 +14,6 @@ import shlex
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 import torchvision
 from sklearn.datasets import load_digits
@@ -34,6 +32,8 @@ from awp.data import (
     save_unlabeled_npz,
 )
 from awp.errors import UsageError, UserError
+
+from real_format import md5, write_cifar, write_svhn
 
 
 def _one_line(exc_info: pytest.ExceptionInfo) -> str:
@@ -164,63 +164,9 @@ def test_digits_largest_subset_leaves_no_pool():
 # --------------------------------------------------------------------------------------------
 
 
-def _md5(path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _write_cifar_batch(path, images: np.ndarray, labels: np.ndarray, label_keys: list[str]) -> None:
-    # CIFAR's layout: one row of 3072 bytes per image: 1024 red values (row-major 32 x 32), then
-    # 1024 green, then 1024 blue. The official files are Python 2 pickles whose byte-string keys
-    # load as str under torchvision's encoding='latin1'; protocol-2 str keys load the same way.
-    rows = np.empty((len(images), 3072), dtype=np.uint8)
-    for n in range(len(images)):
-        for c in range(3):
-            rows[n, c * 1024 : (c + 1) * 1024] = images[n, c].reshape(-1)
-    entry = {"batch_label": "a batch", "data": rows, "filenames": [f"img_{i}.png" for i in range(len(images))]}
-    for key in label_keys:
-        entry[key] = [int(v) for v in labels]
-    with open(path, "wb") as handle:
-        pickle.dump(entry, handle, protocol=2)
-
-
-def _write_cifar(root, monkeypatch, *, kind: str, rng: np.random.Generator):
-    """Write a tiny CIFAR-10/100 folder and point torchvision's checksums at it.
-
-    Returns (train images N x 3 x 32 x 32, train labels, test images, test labels).
-    """
-    if kind == "cifar10":
-        cls, folder, train_names, test_names = torchvision.datasets.CIFAR10, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]
-        meta_name, meta_key, label_keys, classes = "batches.meta", "label_names", ["labels"], 10
-    else:
-        cls, folder, train_names, test_names = torchvision.datasets.CIFAR100, "cifar-100-python", ["train"], ["test"]
-        meta_name, meta_key, label_keys, classes = "meta", "fine_label_names", ["fine_labels", "coarse_labels"], 100
-    directory = root / folder
-    directory.mkdir(parents=True)
-    written = {}
-    for name in train_names + test_names:
-        n = int(rng.integers(2, 5)) if len(train_names) > 1 or name in test_names else 12
-        images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-        labels = rng.integers(0, classes, size=n)
-        _write_cifar_batch(directory / name, images, labels, label_keys)
-        written[name] = (images, labels)
-    with open(directory / meta_name, "wb") as handle:
-        pickle.dump({meta_key: [f"class_{i}" for i in range(classes)]}, handle, protocol=2)
-    monkeypatch.setattr(cls, "train_list", [[n, _md5(directory / n)] for n in train_names])
-    monkeypatch.setattr(cls, "test_list", [[n, _md5(directory / n)] for n in test_names])
-    monkeypatch.setattr(cls, "meta", {"filename": meta_name, "key": meta_key, "md5": _md5(directory / meta_name)})
-
-    def stack(names):
-        return (
-            torch.from_numpy(np.concatenate([written[n][0] for n in names])),
-            torch.from_numpy(np.concatenate([written[n][1] for n in names]).astype(np.int64)),
-        )
-
-    return (*stack(train_names), *stack(test_names))
-
-
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
 def test_cifar_real_format(tmp_path, monkeypatch, kind):
-    train_x, train_y, test_x, test_y = _write_cifar(tmp_path, monkeypatch, kind=kind, rng=np.random.default_rng(0))
+    train_x, train_y, test_x, test_y = write_cifar(tmp_path, monkeypatch, kind=kind, rng=np.random.default_rng(0))
     splits = build_dataset(kind, data_dir=tmp_path, val_size=0)
     assert splits.num_classes == (10 if kind == "cifar10" else 100)
     assert splits.image_shape == (3, 32, 32) and splits.augment == "crop-flip" and len(splits.mean) == 3
@@ -238,7 +184,7 @@ def test_cifar_real_format(tmp_path, monkeypatch, kind):
 
 
 def test_cifar_corrupt_files_are_user_errors(tmp_path, monkeypatch):
-    _write_cifar(tmp_path, monkeypatch, kind="cifar10", rng=np.random.default_rng(1))
+    write_cifar(tmp_path, monkeypatch, kind="cifar10", rng=np.random.default_rng(1))
     target = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     target.write_bytes(target.read_bytes()[:-10])  # truncated: the checksum no longer matches
     with pytest.raises(UserError) as info:
@@ -248,7 +194,7 @@ def test_cifar_corrupt_files_are_user_errors(tmp_path, monkeypatch):
     # A file whose checksum matches but which does not unpickle.
     target.write_bytes(b"this is not a pickle")
     cls = torchvision.datasets.CIFAR10
-    monkeypatch.setattr(cls, "train_list", [[n, _md5(target) if n == "data_batch_3" else m] for n, m in cls.train_list])
+    monkeypatch.setattr(cls, "train_list", [[n, md5(target) if n == "data_batch_3" else m] for n, m in cls.train_list])
     with pytest.raises(UserError) as info:
         build_dataset("cifar10", data_dir=tmp_path, val_size=0)
     assert "corrupt" in _one_line(info)
@@ -266,21 +212,7 @@ def test_missing_files_say_how_to_get_them(tmp_path, kind, folder):
 
 
 def test_svhn_real_format(tmp_path, monkeypatch):
-    rng = np.random.default_rng(2)
-    expected = {}
-    split_list = {k: list(v) for k, v in torchvision.datasets.SVHN.split_list.items()}
-    for split, n in (("train", 7), ("test", 4)):
-        # SVHN's .mat layout: X is 32 x 32 x 3 x N (H, W, C, N), y is N x 1 with 10 for digit 0.
-        X = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
-        digits = rng.integers(0, 10, size=n)
-        digits[0] = 0  # make sure the 10 -> 0 mapping is exercised
-        y = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(n, 1)
-        path = tmp_path / f"{split}_32x32.mat"
-        scipy.io.savemat(path, {"X": X, "y": y})
-        split_list[split][2] = _md5(path)
-        images = np.stack([np.stack([X[:, :, c, i] for c in range(3)]) for i in range(n)])  # N x C x H x W by hand
-        expected[split] = (torch.from_numpy(images), torch.from_numpy(digits.astype(np.int64)))
-    monkeypatch.setattr(torchvision.datasets.SVHN, "split_list", split_list)
+    expected = write_svhn(tmp_path, monkeypatch, rng=np.random.default_rng(2))
 
     with pytest.raises(UsageError):
         build_dataset("svhn", data_dir=tmp_path)  # the default 1000-image hold-out exceeds 7 images

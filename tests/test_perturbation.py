@@ -1,4 +1,4 @@
-"""AWP (Wu et al. 2020, Algorithm 1, official one-step form) against an independent hand-written reference of the official proxy step."""
+"""AWP (Wu et al. 2020, Algorithm 1, official one-step form) against an independent hand-written reference of the official proxy step (tests/reference.py)."""
 import copy
 
 import pytest
@@ -8,27 +8,11 @@ from torch import nn
 
 from awp.errors import UsageError
 from awp.methods import get_method
-from awp.models import build_model
 from awp.perturbation import AdversarialWeightPerturbation
 from awp.weights import is_weight
 
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    model = build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.3], std=[0.4])
-    # Non-trivial running statistics, so that "untouched" is a real check.
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(32, 1, 8, 8))
-    return model
-
-
-def _batch(seed=1, n=16):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 8, 8, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
-    x_adv = (x + 0.2 * (2 * torch.rand(x.shape, generator=g) - 1)).clamp(0, 1)
-    return x, x_adv, y
+from helpers import digits_batch as _batch, digits_model as _model, sgd as _opt
+from reference import official_awp_training, official_proxy_loss as _official_loss
 
 
 def _snapshot(model):
@@ -98,39 +82,6 @@ def test_applied_restores_bit_for_bit_also_on_error():
     assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
 
 
-def _official_step(model, opt, x, x_adv, y, gamma, proxy_loss):
-    """Hand-written reference of the official AWP code path (utils_awp.AdvWeightPerturb)."""
-    proxy = copy.deepcopy(model)
-    proxy.load_state_dict(model.state_dict())
-    proxy.train()
-    proxy_opt = torch.optim.SGD(proxy.parameters(), lr=0.01)
-    loss = -proxy_loss(proxy)
-    proxy_opt.zero_grad()
-    loss.backward()
-    proxy_opt.step()
-    diff = {}
-    for (key, old), (_, new) in zip(model.state_dict().items(), proxy.state_dict().items()):
-        if old.dim() <= 1 or "weight" not in key:
-            continue
-        d = new - old
-        diff[key] = old.norm() / (d.norm() + 1e-20) * d
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for key, d in diff.items():
-            params[key].add_(gamma * d)
-    return diff, params
-
-
-def _restore(params, diff, gamma):
-    with torch.no_grad():
-        for key, d in diff.items():
-            params[key].sub_(gamma * d)
-
-
-def _opt(model):
-    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-
-
 def _ours(model, method, x, x_adv, y, gamma, steps=2):
     opt = _opt(model)
     awp = AdversarialWeightPerturbation(model, gamma=gamma)
@@ -147,27 +98,7 @@ def _ours(model, method, x, x_adv, y, gamma, steps=2):
 def _reference_training(loss, gamma, x, x_adv, y, steps=2):
     """Two AWP steps through the official proxy path, with the official outer loss ``loss(model)``."""
     ref = _model()
-    opt = _opt(ref)
-    for _ in range(steps):
-        ref.train()
-        diff, params = _official_step(ref, opt, x, x_adv, y, gamma, loss)
-        value = loss(ref)
-        opt.zero_grad()
-        value.backward()
-        opt.step()
-        _restore(params, diff, gamma)
-    return ref
-
-
-def _official_loss(name, x, x_adv, y, beta=6.0):
-    if name == "at":  # AdvWeightPerturb.calc_awp / train_cifar10: CE on x_adv
-        return lambda m: F.cross_entropy(m(x_adv), y)
-
-    def trades(m):  # TradesAWP.calc_awp, written out
-        natural = F.cross_entropy(m(x), y)
-        robust = F.kl_div(F.log_softmax(m(x_adv), dim=1), F.softmax(m(x), dim=1), reduction="batchmean")
-        return natural + beta * robust
-    return trades
+    return official_awp_training(ref, _opt(ref), loss, gamma, steps)
 
 
 @pytest.mark.parametrize("name, gamma", [("at", 0.01), ("trades", 0.005)])

@@ -1,21 +1,17 @@
 """Every paper-row preset's recipe card against constants read off the official scripts.
 
 The card is computed by the code the training loop runs (awp.recipe), so these tests pin both.
-Each expected value cites the repository, file and line it comes from, at these commits:
-
-- csdongxian/AWP             a7acf5d842fccf1bbb4b91644352ce157d370a26
-- yaodongyu/TRADES           6e8e11b7c281371c2f027ffadfbaea80361f09de
-- YisenWang/MART             2d83e17b381dd2ee52223695e517bf6d5ff09c2c
-- yaircarmon/semisup-adv     3f05b280cfa207ec035f27542c8c8b4b2a4e71b2
-- locuslab/robust_overfitting c47a25c5e00c8b2bb35488d962c04dd771b7e9af
+The expected values are tests/reference.py's copies of the official learning-rate schedules and
+recipes, each citing the repository, file and line it comes from.
 
 The official protocol trains on the whole training set and keeps the checkpoint with the best
 test PGD-20 (the AT scripts) or the last one (TRADES, MART, RST): ``val_size=0 select_on=test``.
 """
 import json
 import math
+import re
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 import awp_cli
@@ -23,173 +19,11 @@ from awp.config import load_preset
 from awp.errors import UsageError
 from awp.recipe import recipe_card
 
-# ------------------------------------------------------------------ the official learning rates
+from real_format import write_cifar
+from reference import OFFICIAL, RAW, SCRIPT, rst_lr
 
-
-def awp_at_lr(lr_max: float, epochs: int, iterations: int) -> list[float]:
-    """csdongxian/AWP AT_AWP/train_cifar10.py:261-267 ('piecewise'; the same in train_cifar100.py:235-241
-    and train_svhn.py:232-238), evaluated as :321 does, at t = epoch + (i + 1) / len(train_batches),
-    here for the first step i = 0 of each 0-based epoch."""
-    def lr_schedule(t):
-        if t / epochs < 0.5:
-            return lr_max
-        elif t / epochs < 0.75:
-            return lr_max / 10.
-        return lr_max / 100.
-    return [lr_schedule(epoch + 1 / iterations) for epoch in range(epochs)]
-
-
-def trades_lr(epoch: int) -> float:
-    """yaodongyu/TRADES train_trades_cifar10.py:137-145, 1-based epochs (:155), lr 0.1 (:24)."""
-    lr = 0.1
-    if epoch >= 75:
-        lr = 0.1 * 0.1
-    if epoch >= 90:
-        lr = 0.1 * 0.01
-    if epoch >= 100:
-        lr = 0.1 * 0.001
-    return lr
-
-
-def trades_awp_lr(epoch: int) -> float:
-    """csdongxian/AWP trades_AWP/train_trades_cifar.py:260-266, 1-based epochs (:294), lr 0.1 (:33)."""
-    lr = 0.1
-    if epoch >= 100:
-        lr = 0.1 * 0.1
-    if epoch >= 150:
-        lr = 0.1 * 0.01
-    return lr
-
-
-def mart_lr(epoch: int) -> float:
-    """YisenWang/MART train_wideresnet.py:109-117, 1-based epochs (:176), lr 0.1 (:29)."""
-    lr = 0.1
-    if epoch >= 100:
-        lr = 0.1 * 0.001
-    elif epoch >= 90:
-        lr = 0.1 * 0.01
-    elif epoch >= 75:
-        lr = 0.1 * 0.1
-    return lr
-
-
-def rst_lr(epoch: int) -> float:
-    """yaircarmon/semisup-adv robust_self_training.py:412-413 ('cosine', :96), 1-based epochs (:444),
-    lr 0.1 (:94), 200 epochs (:76)."""
-    return 0.1 * 0.5 * (1 + np.cos((epoch - 1) / 200 * np.pi))
-
-
-# ------------------------------------------------------------------ the official recipes
-
-CIFAR10_MEAN_STD = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2471, 0.2435, 0.2616]}  # AWP AT_AWP/utils.py:17-18
-CIFAR100_MEAN_STD = {"mean": [0.5070751592371323, 0.48654887331495095, 0.4409178433670343],  # train_cifar100.py:21
-                     "std": [0.2673342858792401, 0.2564384629170883, 0.27615047132568404]}   # train_cifar100.py:22
-SVHN_MEAN_STD = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # AWP train_svhn.py:20-21
-RAW = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # ToTensor() only, no normalization anywhere
-
-CIFAR_TRAIN = 50000   # torchvision CIFAR10/CIFAR100(train=True), used whole (no --val: AWP logs show val=False)
-SVHN_TRAIN = 73257    # torchvision SVHN(split='train'), AWP train_svhn.py:172
-
-
-def awp_at(dataset: str, gamma: float, warmup: int, model: str = "preactresnet18") -> dict:
-    """csdongxian/AWP AT_AWP/train_{cifar10,cifar100,svhn}.py."""
-    svhn, c100 = dataset == "svhn", dataset == "cifar100"
-    train = SVHN_TRAIN if svhn else CIFAR_TRAIN
-    iterations = math.ceil(train / 128)         # batch 128 (train_cifar10.py:133), drop_last=False (:36)
-    lr_max = 0.01 if svhn else 0.1              # train_svhn.py:115; train_cifar10.py:138
-    step = (1 if svhn else 2) / 255             # --pgd-alpha: train_svhn.py:121; train_cifar10.py:146,214
-    return {
-        "dataset": dataset, "model": model,     # PreActResNet18 (:217) / WideResNet(34, 10, widen 10) (:220)
-        "train_size": train, "val_size": 0, "select_on": "test",  # model_best.pth by test PGD (:467)
-        "augmentation": [] if svhn else ["crop", "flip", "rotation"] if c100 else ["crop", "flip"],
-        # train_svhn.py:163-166 (ToTensor only); train_cifar100.py:168-170; train_cifar10.py:191
-        "padding_mode": None if svhn else "zeros" if c100 else "reflect",
-        # RandomCrop(32, padding=4) pads zeros (train_cifar100.py:168); utils.py:27 np.pad(mode='reflect')
-        "normalization": SVHN_MEAN_STD if svhn else CIFAR100_MEAN_STD if c100 else CIFAR10_MEAN_STD,
-        "method": "at", "train_eps": 8 / 255,   # --epsilon 8 (:142), / 255 (:213)
-        "train_step_size": step, "train_attack_steps": 10,  # --attack-iters 10 (:143)
-        "attack_bn_mode": "train",              # attack_pgd runs after model.train() (:338, train_cifar100.py:257)
-        "bn_sequence": "official-at",
-        "train_mode_forwards_per_step": 10 + 1 + 1 + 1,  # attack (:92), its restart forward (:122), :347, :365
-        "awp_gamma": gamma, "awp_warmup": warmup if gamma > 0 else None,
-        # --awp-gamma / --awp-warmup (train_cifar10.py:162-163, train_svhn.py:134-135), `epoch >= warmup` 0-based (:340)
-        "awp_first_epoch": warmup + 1 if gamma > 0 else None,
-        "epochs": 200, "batch_size": 128,       # :136, :133
-        "iterations_per_epoch": iterations, "total_iterations": 200 * iterations,
-        "lr_update": "iteration", "lr_by_epoch": awp_at_lr(lr_max, 200, iterations),
-        "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,  # SGD(momentum=0.9, weight_decay=5e-4) (:240)
-        "eval_eps": 8 / 255, "eval_step_size": step,  # test PGD-20 with the same epsilon and pgd_alpha (:144,:392)
-        "metric_attack": f"pgd20-linf eps={8 / 255:.4g} step={step:.4g} eval-mode",
-    }
-
-
-def trades_like(**values) -> dict:
-    """Shared by TRADES, MART, TRADES-AWP and RST: CIFAR-10 with RandomCrop(32, padding=4) (zero
-    padding) and RandomHorizontalFlip (TRADES train_trades_cifar10.py:59-63, MART train_wideresnet.py:70-74,
-    AWP train_trades_cifar.py:85-89, semisup-adv robust_self_training.py:193-197), ToTensor only,
-    attack in eval mode (trades.py:28, mart.py:17, train_trades_cifar.py:107, losses.py:46),
-    10 attack steps, momentum 0.9, batch 128, per-epoch lr, the last checkpoint kept (no selection)."""
-    base = {"dataset": "cifar10", "train_size": CIFAR_TRAIN, "val_size": 0, "select_on": "test",
-            "augmentation": ["crop", "flip"], "padding_mode": "zeros", "normalization": RAW,
-            "train_attack_steps": 10, "attack_bn_mode": "eval", "momentum": 0.9, "batch_size": 128,
-            "lr_update": "epoch", "eval_eps": 8 / 255, "eval_step_size": 2 / 255}  # auto_attacks/eval.py:56
-    base.update(values)
-    iterations = math.ceil(base.get("epoch_images", CIFAR_TRAIN) / base["batch_size"])
-    base.update(iterations_per_epoch=iterations, total_iterations=iterations * base["epochs"])
-    base.pop("epoch_images", None)
-    return base
-
-
-TRADES = trades_like(  # yaodongyu/TRADES train_trades_cifar10.py, trades.py
-    model="wrn-34-10", method="trades",            # WideResNet() (:152)
-    train_eps=0.031, train_step_size=0.007,        # :30, :34
-    beta=6.0, weight_decay=2e-4, epochs=76,        # :36, :22, :20
-    nesterov=False, awp_gamma=0.0,
-    lr_by_epoch=[trades_lr(e) for e in range(1, 77)],
-    bn_sequence="official-trades", train_mode_forwards_per_step=3)  # trades.py:79, 81, 82
-TRADES_AWP = trades_like(  # csdongxian/AWP trades_AWP/train_trades_cifar.py, utils_awp.py
-    model="wrn-34-10", method="trades",            # --arch WideResNet34 (:19)
-    train_eps=8 / 255, train_step_size=2 / 255,    # :41,66; :45,67
-    beta=6.0, weight_decay=5e-4, epochs=200,       # :47, :31, :24
-    nesterov=False, awp_gamma=0.005,               # :60
-    awp_warmup=9, awp_first_epoch=10,              # --awp-warmup 10 (:62), `epoch >= 10` 1-based (:179, :294)
-    lr_by_epoch=[trades_awp_lr(e) for e in range(1, 201)],
-    bn_sequence="official-trades-awp", train_mode_forwards_per_step=3)  # :187, :189, :192
-MART = trades_like(  # YisenWang/MART train_wideresnet.py, mart.py
-    model="wrn-34-10", method="mart",              # WideResNet() (:169)
-    train_eps=0.031, train_step_size=0.007,        # :35, :39
-    beta=6.0, weight_decay=7e-4, epochs=90,        # :41, :27, :25
-    nesterov=False, awp_gamma=0.0,
-    lr_by_epoch=[mart_lr(e) for e in range(1, 91)],
-    bn_sequence="official-mart", train_mode_forwards_per_step=2)  # mart.py:38, 40
-RST = trades_like(  # yaircarmon/semisup-adv robust_self_training.py (README: --distance l_inf --epsilon 0.031)
-    model="wrn-28-10", method="rst",               # :48
-    train_eps=0.031, train_step_size=0.007,        # :115 and the README, :121
-    beta=6.0, weight_decay=5e-4, epochs=200,       # :123, :93, :76
-    batch_size=256, unsup_fraction=0.5,            # :72, :131
-    epoch_images=50000,                            # SemiSupervisedSampler(num_batches=ceil(50000 / 256)) (:237-240)
-    nesterov=True, awp_gamma=0.0,                  # :101
-    lr_by_epoch=[rst_lr(e) for e in range(1, 201)],
-    bn_sequence="official-rst", train_mode_forwards_per_step=2)  # losses.py:80, 81
-# MART-AWP and RST-AWP: no official code; the cards say so and use TRADES-AWP's AWP settings.
-RECONSTRUCTION = {"awp_gamma": 0.005, "awp_warmup": 9, "awp_first_epoch": 10}  # train_trades_cifar.py:60,62,179
-
-OFFICIAL = {
-    "cifar10-at": awp_at("cifar10", 0.0, 0),
-    "cifar10-at-awp": awp_at("cifar10", 0.01, 0),
-    "cifar10-at-wrn34": awp_at("cifar10", 0.0, 0, "wrn-34-10"),
-    "cifar10-at-awp-wrn34": awp_at("cifar10", 0.01, 0, "wrn-34-10"),
-    "cifar100-at": awp_at("cifar100", 0.0, 0),
-    "cifar100-at-awp": awp_at("cifar100", 0.01, 0),
-    "svhn-at": awp_at("svhn", 0.0, 5),
-    "svhn-at-awp": awp_at("svhn", 0.01, 5),
-    "cifar10-trades": TRADES,
-    "cifar10-trades-awp": TRADES_AWP,
-    "cifar10-mart": MART,
-    "cifar10-mart-awp": {**MART, **RECONSTRUCTION},
-    "cifar10-rst": RST,
-    "cifar10-rst-awp": {**RST, **RECONSTRUCTION},
-}
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ROOT / "awp" / "presets"
 
 
 def _card(name, **overrides):
@@ -235,6 +69,7 @@ def test_reconstructions_say_so_and_the_others_name_their_script():
         assert "RECONSTRUCTION" in card.get("note", "RECONSTRUCTION")
         assert card["source"].split()[0] in ("csdongxian/AWP", "yaodongyu/TRADES", "YisenWang/MART",
                                              "yaircarmon/semisup-adv"), name
+        assert card["source"].startswith(SCRIPT[name] + " ") or card["source"] == SCRIPT[name], (name, card["source"])
 
 
 def test_paper_card_parameter_counts():
@@ -253,25 +88,72 @@ def test_overrides_reach_the_card():
     assert card["total_iterations"] == 10 * 98
 
 
+def _first_comment(name):
+    text = (PRESETS / f"{name}.toml").read_text()
+    return next(line[1:].strip() for line in text.splitlines() if line.startswith("#"))
+
+
+def _readme_offline_presets():
+    """The README's list of the offline rows, `digits-...` names in backticks."""
+    text = (ROOT / "README.md").read_text()
+    paragraph = text.split("The offline rows, ", 1)[1].split("need no download", 1)[0]
+    return set(re.findall(r"`(digits-[a-z-]+)`", paragraph))
+
+
 def test_cli_card_text_json_and_bad_input(capsys):
     assert awp_cli.main(["presets", "cifar10-trades-awp", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
+    # The default protocol holds out 1000 training images (Rice et al.); everything else is the script's.
+    official = OFFICIAL["cifar10-trades-awp"]
+    held_out = {"train_size": 50000 - 1000, "val_size": 1000, "select_on": "val",
+                "iterations_per_epoch": math.ceil(49000 / 128), "total_iterations": 200 * math.ceil(49000 / 128)}
     for key in ("iterations_per_epoch", "total_iterations", "lr_by_epoch", "train_size", "train_eps",
                 "train_step_size", "eval_eps", "eval_step_size", "augmentation", "padding_mode",
                 "normalization", "select_on"):
         assert key in card, key
+        assert _same(card[key], held_out.get(key, official.get(key))), (key, card[key])
+    for key, value in official.items():
+        assert _same(card[key], held_out.get(key, value)), key
+    assert card == _card("cifar10-trades-awp")  # --json prints the whole card, every value as computed
     assert len(card["lr_by_epoch"]) == 200 and card["normalization"] == RAW
     assert awp_cli.main(["presets", "cifar10-rst", "val_size=0"]) == 0
     text = capsys.readouterr().out
     assert "196 iterations" in text and "pass unlabeled=PATH" in text and f"200: {rst_lr(200):.4g}" in text
     assert awp_cli.main(["presets"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 23 and listing[0].startswith("cifar10-at ")
+    # One line per preset file, each with the file's first comment; the presets are the README's
+    # paper rows (each with its official recipe in tests/reference.py) and its offline rows.
+    files = sorted(path.stem for path in PRESETS.glob("*.toml"))
+    names = [line.split()[0] for line in listing]
+    assert names == files and listing[0].startswith("cifar10-at ")
+    assert set(names) == set(OFFICIAL) | _readme_offline_presets()
+    for line, name in zip(listing, names):
+        assert " ".join(line.split()[1:]) == " ".join(_first_comment(name).split()), name
     for argv in (["presets", "NOPE"], ["presets", "cifar10-at", "epochs=abc"], ["presets", "cifar10-at", "nope=1"],
                  ["presets", "cifar10-at", "bn_sequence=official-trades"], ["presets", "--json"]):
         assert awp_cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("awp: error: "), err
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in PRESETS.glob("*.toml")))
+def test_every_card_holds_what_the_readme_recipe_table_shows(name):
+    """epochs x iterations, per iteration or per epoch, the lr of every epoch, the script, RECONSTRUCTION."""
+    card = _card(name)
+    assert card["preset"] == name and card["overrides"] == ({"unlabeled": "ti_500K_pseudo_labeled.pickle"}
+                                                            if "rst" in name else {})
+    epochs, iterations = card["epochs"], card["iterations_per_epoch"]
+    assert isinstance(epochs, int) and isinstance(iterations, int) and epochs > 0 and iterations > 0
+    assert card["total_iterations"] == epochs * iterations
+    assert card["lr_update"] in ("iteration", "epoch")
+    assert len(card["lr_by_epoch"]) == epochs and all(lr > 0 for lr in card["lr_by_epoch"])
+    if card["method"] != "rst":  # RST's epoch is a number of batches of its own (Carmon et al.)
+        assert iterations == math.ceil(card["train_size"] / card["batch_size"]), name
+    if name in OFFICIAL:  # a paper row: its script, and whether the recipe is a reconstruction
+        assert card["source"].startswith(SCRIPT[name]), name
+        assert ("note" in card) == ("RECONSTRUCTION" in _first_comment(name)), name
+    else:
+        assert name.startswith("digits-"), name
 
 
 def test_bn_sequence_must_belong_to_the_method():
@@ -357,9 +239,7 @@ def test_cifar_presets_train_end_to_end_on_real_format_files(tmp_path, monkeypat
 
     from awp.evaluate import evaluate_checkpoint
     from awp.train import fit
-    from test_data import _write_cifar
-
-    _write_cifar(tmp_path / "c100", monkeypatch, kind="cifar100", rng=np.random.default_rng(0))
+    write_cifar(tmp_path / "c100", monkeypatch, kind="cifar100", rng=np.random.default_rng(0))
     # The presets' data pipeline, method, BN sequence, AWP and schedule; a small CNN keeps it fast.
     small = {"val_size": 2, "batch_size": 4, "epochs": 2, "attack_steps": 2, "eval_steps": 1,
              "eval_train_samples": 4, "save_every": 1, "model": "smallcnn"}
@@ -370,7 +250,7 @@ def test_cifar_presets_train_end_to_end_on_real_format_files(tmp_path, monkeypat
     assert len(rows) == 2 and rows[-1]["attack"] == f"pgd1-linf eps={8 / 255:.4g} step={2 / 255:.4g} eval-mode"
     assert (run / "best.pt").exists() and all(np.isfinite(float(r["train_batch_loss"])) for r in rows)
 
-    _write_cifar(tmp_path / "c10", monkeypatch, kind="cifar10", rng=np.random.default_rng(1))
+    write_cifar(tmp_path / "c10", monkeypatch, kind="cifar10", rng=np.random.default_rng(1))
     # TRADES trains at 0.031; its per-epoch metrics and `awp eval` use the paper's 8/255, step 2/255.
     config = load_preset("cifar10-trades", {"data_dir": str(tmp_path / "c10"),
                                             **small, "epochs": 1, "val_size": 0, "select_on": "test"})

@@ -287,13 +287,23 @@ def test_allow_nonfinite_measures_say_so_everywhere_and_exit_non_zero(files, tmp
 def test_allow_nonfinite_pseudo_label_and_export_say_so(files, tmp_path, capsys):
     from awp.data import ImageSet, save_unlabeled_npz
 
-    save_unlabeled_npz(tmp_path / "pool.npz", ImageSet(torch.rand(5, 1, 8, 8), torch.zeros(5, dtype=torch.long)))
+    pool = ImageSet(torch.rand(5, 1, 8, 8), torch.zeros(5, dtype=torch.long))
+    save_unlabeled_npz(tmp_path / "pool.npz", pool)
     for argv in (["pseudo-label", files / "nan.pt", "--source", tmp_path / "pool.npz", "--out", tmp_path / "pl.npz"],
                  ["export", files / "nan_wrn.pt", "--format", "robustbench", "--out", tmp_path / "rb.pt"]):
         assert awp_cli.main([str(a) for a in argv] + ["--allow-nonfinite"]) == 0
         err = capsys.readouterr().err.strip()
         assert err.startswith("awp: warning:") and "fc.weight" in err and len(err.splitlines()) == 1
     assert (tmp_path / "pl.npz").exists()
+    # The labels are what the NaN-holding weights predict (torch's argmax takes NaN as the largest), one per image.
+    payload = torch.load(files / "nan.pt", weights_only=True)
+    model = build_model(payload["arch"], **payload["arch_kwargs"])
+    model.load_state_dict(payload["model"])
+    with torch.no_grad():
+        expected = model.eval()(pool.images).argmax(dim=1)
+    with np.load(tmp_path / "pl.npz", allow_pickle=False) as archive:
+        assert np.array_equal(archive["images"], pool.images.numpy())
+        assert archive["labels"].tolist() == expected.tolist()
     assert strict_loads((tmp_path / "rb.pt.provenance.json").read_text())["nonfinite_weights"] == ["fc.weight"]
 
 

@@ -1,5 +1,6 @@
 """Training on digits: learns, writes the run folder described in the README, resumes bit for bit, fails cleanly."""
 import csv
+import json
 
 import pytest
 import torch
@@ -35,6 +36,19 @@ def test_training_raises_robust_accuracy_well_above_chance(tmp_path):
     assert not any(k.startswith("module.") for k in raw["model"])
     for key in ("train_robust_acc", "test_robust_acc", "train_clean_acc", "test_clean_acc", "attack"):
         assert key in raw["metrics"]
+    # What the keys hold: the run's config, its model rebuilt from arch + arch_kwargs alone, and the
+    # metrics of metrics.csv's row of the checkpoint's epoch.
+    assert (raw["arch"], raw["dataset"], raw["method"], raw["awp_gamma"], raw["epoch"]) == (
+        config.model, config.dataset, config.method, config.awp_gamma, 12)
+    assert raw["config"] == json.loads((run / "config.json").read_text()) == config.to_dict()
+    rebuilt = build_model(raw["arch"], **raw["arch_kwargs"])
+    rebuilt.load_state_dict(raw["model"])  # strict: every key and shape
+    for epoch in (4, 8, 12):
+        stored = torch.load(run / f"epoch_{epoch:03d}.pt", weights_only=True)
+        row = rows[epoch - 1]
+        assert stored["epoch"] == epoch and stored["metrics"]["attack"] == row["attack"]
+        for key in ("train_robust_acc", "test_robust_acc", "train_clean_acc", "test_clean_acc"):
+            assert stored["metrics"][key] == pytest.approx(float(row[key]), rel=1e-12, abs=0), (epoch, key)
     best = read_checkpoint(run / "best.pt")
     assert best["metrics"]["val_robust_acc"] == max(float(r["val_robust_acc"]) for r in rows)
     loaded, meta = load_checkpoint(run / "last.pt")
