@@ -59,7 +59,7 @@ def check_threat(*, eps: float | None = None, step_size: float | None = None, st
     if eps is not None:  # an Linf radius is at most 1 (pixels in [0, 1]); an L2 radius can exceed it
         linf = norm is None or NORMS.resolve(norm) == "linf"
         check_number(eps, f"{what}eps", low=0, high=1 if linf else None,
-                     unit=" (pixel units in [0, 1]; 8/255 = 0.0314)" if linf else " (an L2 radius in pixel units)")
+                     unit=" (pixel units in [0, 1]; 8/255 = 0.0314)" if linf else " (an L2 radius, pixel units)")
     if step_size is not None:
         check_number(step_size, f"{what}step_size", low=0)
     if steps is not None:
