@@ -52,10 +52,11 @@ def _check_inputs(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str,
         raise UsageError("x must lie in [0, 1] (models normalize inside; pass raw pixels)")
     check_attack(eps=eps, step_size=step_size, norm=norm)
     for name in names:
-        if norm not in EVAL_ATTACKS.get(name).norms:
+        norms = EVAL_ATTACKS.get(name).norms
+        if norm not in norms:
             takes = EVAL_ATTACKS.where(lambda attack: norm in attack.norms)
-            raise UsageError(f"{name} ({EVAL_ATTACKS.description(name)}) takes norm "
-                             f"{', '.join(EVAL_ATTACKS.get(name).norms)} only; with norm={norm!r} use {', '.join(takes)}")
+            raise UsageError(f"{name} ({EVAL_ATTACKS.description(name)}) takes norm {', '.join(norms)} only; "
+                             f"with norm={norm!r} use {', '.join(takes)}")
     device = next((p.device for p in model.parameters()), runtime.device)
     if device.type != runtime.device.type:
         raise UsageError(f"the model is on {device} but the runtime on {runtime.device}; "
