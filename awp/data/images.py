@@ -123,6 +123,7 @@ class DataSplits:
         """The images of split ``name`` (one of :data:`SPLITS`); a missing one is a one-line error."""
         images = getattr(self, SPLITS.resolve(name))
         if images is None or len(images) == 0:
+            others = " or ".join(repr(split) for split in SPLITS if split != name)
             raise UsageError(f"this run held out no validation images (val_size is 0): it has no {name!r} split; "
-                             "use 'train' or 'test'")
+                             f"use {others}")
         return images
