@@ -94,7 +94,8 @@ def list_models() -> list[str]:
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
-    """Build a registered model on the CPU (or the device in force) in train mode.
+    """Build a registered model in train mode, on the CPU (or the default device in force: checkpoint
+    loading builds a skeleton on the ``meta`` device first).
 
     ``kwargs`` are the common ``in_channels`` (3), ``mean`` and ``std`` (per-channel lists, or
     None for identity) plus the model's own: ``channels`` (smallcnn), ``depth``,
