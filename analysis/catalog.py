@@ -191,7 +191,8 @@ class _Recompute:
         run.config = config  # the run folder's config where the checkpoint stores none
         self._data[key] = run.data
         # The training loop's own measurement and attack, not a copy of them.
-        return epoch_metrics(run.model, run.data, config, run.attack, runtime, splits=("train", "test")), run.attack.name
+        metrics = epoch_metrics(run.model, run.data, config, run.attack, runtime, splits=("train", "test"))
+        return metrics, run.attack.name
 
 
 # -------------------------------------------------------------------------------------- labels

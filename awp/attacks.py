@@ -4,7 +4,9 @@ All attacks share one projected-gradient engine. It takes gradients with respect
 (``torch.autograd.grad``), so no weight gradient is ever filled, and computes what does not change
 between steps (the clean probabilities of the TRADES attack) once. Results always lie inside the
 eps-ball around ``x`` and inside [0, 1]. An attack may switch the model to eval (or train) mode,
-and always restores every submodule's mode afterwards.
+and always restores every submodule's mode afterwards (:func:`awp.modes.model_mode`, re-exported
+here). Settings are checked where they enter, by :func:`awp.threat.check_threat`; the norms, modes,
+random starts and losses are registries, so an unknown name is one line naming the closest.
 
 Conventions (those of the Rice et al., TRADES and MART code): Linf PGD starts uniformly in the
 eps-ball; TRADES and MART start
@@ -12,34 +14,26 @@ at x + 0.001 N(0, 1); the CW loss is the margin -clamp(z_y - max_{k != y} z_k + 
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from awp.errors import UsageError
+from awp.checks import check_int
+from awp.modes import MODES, model_mode
+from awp.registry import Registry
+from awp.threat import NORMS, check_threat
 
-NORMS = ("linf", "l2")
-MODES = ("eval", "train", "keep")
+__all__ = ["LOSSES", "MODES", "NORMS", "STARTS", "cw_inf", "fgsm", "margin_loss", "model_mode",
+           "pgd", "trades_kl"]
 
-
-@contextlib.contextmanager
-def model_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
-    """Put ``model`` in 'eval' or 'train' mode ('keep': as it is), restoring each submodule's flag."""
-    if mode not in MODES:
-        raise UsageError(f"unknown attack mode {mode!r}; choose from: {', '.join(MODES)}")
-    if mode == "keep":
-        yield model
-        return
-    flags = [(module, module.training) for module in model.modules()]
-    model.train(mode == "train")
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+STARTS = Registry("random start", {
+    "uniform": "uniform in the eps-ball (Madry et al.; the Rice et al. / AWP AT code)",
+    "normal": "x + 0.001 N(0, 1), not projected (the TRADES and MART code)",
+    "none": "x itself",
+})
+LOSSES: Registry[Callable[[Tensor, float], Callable[[Tensor], Tensor]]] = Registry("attack loss")
 
 
 def margin_loss(logits: Tensor, y: Tensor, kappa: float = 0.0) -> Tensor:
@@ -49,15 +43,16 @@ def margin_loss(logits: Tensor, y: Tensor, kappa: float = 0.0) -> Tensor:
     return -torch.clamp(true - others.amax(1) + kappa, min=0)
 
 
-def _check(eps: float, step_size: float, steps: int, norm: str) -> None:
-    if not eps >= 0:
-        raise UsageError(f"eps must be >= 0, got {eps}")
-    if not step_size >= 0:
-        raise UsageError(f"attack step size must be >= 0, got {step_size}")
-    if int(steps) != steps or steps < 0:
-        raise UsageError(f"attack steps must be a whole number >= 0, got {steps}")
-    if norm not in NORMS:
-        raise UsageError(f"unknown norm {norm!r}; choose from: {', '.join(NORMS)}")
+@LOSSES.register("ce")
+def _cross_entropy(y: Tensor, kappa: float) -> Callable[[Tensor], Tensor]:
+    """Cross-entropy of the true label (kappa unused)."""
+    return lambda logits: F.cross_entropy(logits, y, reduction="none")
+
+
+@LOSSES.register("cw")
+def _margin(y: Tensor, kappa: float) -> Callable[[Tensor], Tensor]:
+    """Carlini-Wagner margin -clamp(z_y - max_{k != y} z_k + kappa, min=0)."""
+    return lambda logits: margin_loss(logits, y, kappa)
 
 
 def _flat_norm(t: Tensor) -> Tensor:
@@ -74,13 +69,18 @@ def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
-def _start(x: Tensor, eps: float, norm: str, random_start: bool | str, generator) -> Tensor:
-    if random_start is False or random_start == "none" or eps == 0:
+def _start_name(random_start: bool | str) -> str:
+    """True / False are the old spellings of 'uniform' / 'none'."""
+    if isinstance(random_start, bool):
+        return "uniform" if random_start else "none"
+    return STARTS.resolve(random_start)
+
+
+def _start(x: Tensor, eps: float, norm: str, random_start: str, generator) -> Tensor:
+    if random_start == "none" or eps == 0:
         return x.clone()
     if random_start == "normal":  # TRADES / MART: x + 0.001 N(0, 1)
         return x + 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if random_start not in (True, "uniform"):
-        raise UsageError(f"unknown random start {random_start!r}; use uniform, normal or none")
     if norm == "linf":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return _project(x + (2 * noise - 1) * eps, x, eps, norm)
@@ -110,9 +110,9 @@ def _attack(model: nn.Module, x: Tensor, objective: Callable[[Tensor], Tensor], 
             step_size: float, steps: int, norm: str, random_start, restarts: int, mode: str,
             generator) -> Tensor:
     """Run the projected ascent ``restarts`` times, keeping each example's highest objective."""
-    _check(eps, step_size, steps, norm)
-    if int(restarts) != restarts or restarts < 1:
-        raise UsageError(f"restarts must be a whole number >= 1, got {restarts}")
+    check_threat(eps=eps, step_size=step_size, steps=steps, norm=norm)
+    steps, restarts = int(steps), check_int(restarts, "restarts", 1)
+    random_start = _start_name(random_start)
     x = x.detach()
     with model_mode(model, mode):
         best = _ascend(model, x, _start(x, eps, norm, random_start, generator), objective,
@@ -142,13 +142,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float,
     crafts training examples; this updates BN running statistics like any train-mode forward) or
     'keep'. ``generator`` (on ``x``'s device) makes the random start reproducible.
     """
-    if loss == "ce":
-        objective = lambda logits: F.cross_entropy(logits, y, reduction="none")  # noqa: E731
-    elif loss == "cw":
-        objective = lambda logits: margin_loss(logits, y, kappa)  # noqa: E731
-    else:
-        raise UsageError(f"unknown attack loss {loss!r}; choose from: ce, cw")
-    return _attack(model, x, objective, eps=eps, step_size=step_size, steps=steps, norm=norm,
+    return _attack(model, x, LOSSES.get(loss)(y, kappa), eps=eps, step_size=step_size, steps=steps, norm=norm,
                    random_start=random_start, restarts=restarts, mode=mode, generator=generator)
 
 

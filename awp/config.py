@@ -30,8 +30,6 @@ else:  # pragma: no cover
 __all__ = ["PRESETS", "TrainConfig", "apply_overrides", "config_from_dict", "list_presets", "load_preset",
            "parse_number", "parse_overrides", "preset_notes", "resolve_preset"]
 
-LR_UPDATES = Registry("lr_update", {"iteration": "the lr changes every step (Rice et al.'s and the AWP AT scripts)",
-                                    "epoch": "the lr changes at the start of each epoch (TRADES, MART, RST)"})
 SELECTIONS = Registry("select_on", {"val": "best.pt by robust accuracy on the held-out validation split (Rice et al.)",
                                     "test": "best.pt by test robust accuracy (the official scripts; inflated)"})
 
@@ -111,14 +109,14 @@ class TrainConfig:
 def _check_names(c: TrainConfig) -> None:
     # Imported here: the registries live in torch-backed modules that themselves know nothing of
     # configs; a config that is only printed (`awp presets`) needs them only when validated.
-    from awp.attacks import MODES
+    from awp.modes import MODES
     from awp.data import list_datasets
     from awp.data.augment import Augmentation
     from awp.methods import METHODS, check_bn_sequence
     from awp.models import list_models
     from awp.perturbation import PERTURBATIONS
     from awp.runtime import PRECISIONS
-    from awp.schedule import SCHEDULES
+    from awp.schedule import LR_UPDATES, SCHEDULES
     from awp.threat import NORMS
 
     tables = (("data set", c.dataset, list_datasets()), ("model", c.model, list_models()),

@@ -32,7 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from awp import attacks
+from awp.checks import check_number
 from awp.errors import UsageError
+from awp.registry import Registry
+from awp.threat import check_threat
 
 
 @dataclass(frozen=True)
@@ -50,34 +53,39 @@ class BNSequence:
     source: str
 
 
-BN_SEQUENCES: dict[str, BNSequence] = {
-    "minimal": BNSequence(None, (), "one train-mode forward per input the loss needs"),
-    # AT: 10 attack steps + 3 = 13 train-mode forwards per step (the AT-AWP proxy's act on the proxy).
-    "official-at": BNSequence("at", ("attack-final", "adv", "clean-after"),
-                              "csdongxian/AWP AT_AWP/train_cifar10.py:122 (attack_pgd after its last step), "
-                              ":347 (training forward), :365 (clean forward after the step); "
-                              "train_cifar100.py:105,293,311; train_svhn.py:100,298,316; "
-                              "locuslab/robust_overfitting train_cifar.py:120,324,339"),
-    "official-trades": BNSequence("trades", ("clean", "adv", "clean-target"),
-                                  "yaodongyu/TRADES trades.py:79 (clean), :81 (adversarial), :82 (clean, KL target)"),
-    "official-trades-awp": BNSequence("trades", ("adv", "clean-target", "clean"),
-                                      "csdongxian/AWP trades_AWP/train_trades_cifar.py:187 (adversarial), "
-                                      ":189 (clean, KL target), :192 (clean, CE)"),
-    "official-mart": BNSequence("mart", ("clean", "adv"),
-                                "YisenWang/MART mart.py:38 (clean), :40 (adversarial)"),
-    "official-rst": BNSequence("rst", ("adv", "clean"),
-                               "yaircarmon/semisup-adv losses.py:80 (adversarial), :81 (clean)"),
-}
+BN_SEQUENCES: Registry[BNSequence] = Registry("bn_sequence")
+BN_SEQUENCES.register("minimal", BNSequence(None, (), "one train-mode forward per input the loss needs"),
+                      description="one train-mode forward per input the loss needs (any method)")
+# AT: 10 attack steps + 3 = 13 train-mode forwards per step (the AT-AWP proxy's act on the proxy).
+BN_SEQUENCES.register("official-at", BNSequence(
+    "at", ("attack-final", "adv", "clean-after"),
+    "csdongxian/AWP AT_AWP/train_cifar10.py:122 (attack_pgd after its last step), "
+    ":347 (training forward), :365 (clean forward after the step); "
+    "train_cifar100.py:105,293,311; train_svhn.py:100,298,316; "
+    "locuslab/robust_overfitting train_cifar.py:120,324,339"),
+    description="AT as the AWP and Rice et al. scripts: the attack's final forward, x', then x after the step")
+BN_SEQUENCES.register("official-trades", BNSequence(
+    "trades", ("clean", "adv", "clean-target"),
+    "yaodongyu/TRADES trades.py:79 (clean), :81 (adversarial), :82 (clean, KL target)"),
+    description="TRADES as its official script: x, x', then x again for the KL target")
+BN_SEQUENCES.register("official-trades-awp", BNSequence(
+    "trades", ("adv", "clean-target", "clean"),
+    "csdongxian/AWP trades_AWP/train_trades_cifar.py:187 (adversarial), :189 (clean, KL target), :192 (clean, CE)"),
+    description="TRADES as the AWP repository's script: x', x for the KL target, then x for the CE")
+BN_SEQUENCES.register("official-mart", BNSequence(
+    "mart", ("clean", "adv"), "YisenWang/MART mart.py:38 (clean), :40 (adversarial)"),
+    description="MART as its official script: x, then x'")
+BN_SEQUENCES.register("official-rst", BNSequence(
+    "rst", ("adv", "clean"), "yaircarmon/semisup-adv losses.py:80 (adversarial), :81 (clean)"),
+    description="RST as its official script: x', then x")
 
 
 def check_bn_sequence(method: str, name: str) -> BNSequence:
     """The sequence ``name``, refused (one line) when unknown or written for another method."""
-    if name not in BN_SEQUENCES:
-        raise UsageError(f"unknown bn_sequence {name!r}; choose from: {', '.join(BN_SEQUENCES)}")
-    sequence = BN_SEQUENCES[name]
+    sequence = BN_SEQUENCES.get(name)
     if sequence.method not in (None, method):
         raise UsageError(f"bn_sequence {name!r} is {sequence.method}'s; method {method!r} takes: "
-                         + ", ".join(k for k, v in BN_SEQUENCES.items() if v.method in (None, method)))
+                         + ", ".join(BN_SEQUENCES.where(lambda s: s.method in (None, method))))
     return sequence
 
 
@@ -99,18 +107,9 @@ class Method:
     loss_name: ClassVar[str] = ""                   # the outer loss (also AWP's ascent loss), in words
 
     def __post_init__(self) -> None:
-        if not self.eps >= 0:
-            raise UsageError(f"eps must be >= 0, got {self.eps}")
-        if not self.step_size >= 0:
-            raise UsageError(f"step_size must be >= 0, got {self.step_size}")
-        if int(self.steps) != self.steps or self.steps < 0:
-            raise UsageError(f"attack steps must be a whole number >= 0, got {self.steps}")
-        if self.norm not in attacks.NORMS:
-            raise UsageError(f"unknown norm {self.norm!r}; choose from: {', '.join(attacks.NORMS)}")
-        if self.attack_mode not in attacks.MODES:
-            raise UsageError(f"unknown attack_mode {self.attack_mode!r}; choose from: {', '.join(attacks.MODES)}")
-        if not self.beta >= 0:
-            raise UsageError(f"beta must be >= 0, got {self.beta}")
+        check_threat(eps=self.eps, step_size=self.step_size, steps=self.steps, norm=self.norm)
+        attacks.MODES.resolve(self.attack_mode)
+        check_number(self.beta, "beta", low=0)
         check_bn_sequence(self.name, self.bn_sequence)
 
     def attack(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -182,6 +181,10 @@ def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) 
     return boosted_ce + beta * (kl * (1.0000001 - p_true)).mean()
 
 
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+@METHODS.register("at", description="PGD adversarial training (Madry et al. 2018), as the Rice et al. 2020 / AWP code")
 @dataclass
 class AT(Method):
     """PGD adversarial training; crafts in train mode by default, as the Rice et al. / AWP code does."""
@@ -201,6 +204,7 @@ class AT(Method):
         return F.cross_entropy(logits["adv"], y)
 
 
+@METHODS.register("trades", description="TRADES (Zhang et al. 2019): CE(f(x), y) + beta KL(p(x) || p(x'))")
 @dataclass
 class TRADES(Method):
     """TRADES; the attack runs in eval mode and its clean probabilities are computed once
@@ -219,6 +223,7 @@ class TRADES(Method):
         return trades_loss(logits["clean"], logits["adv"], y, self.beta, logits.get("clean-target"))
 
 
+@METHODS.register("mart", description="MART (Wang et al. 2020): boosted CE on x' + beta KL(p(x) || p(x')) (1 - p_y(x))")
 @dataclass
 class MART(Method):
     """MART; CE-PGD from x + 0.001 N(0, 1) in eval mode."""
@@ -236,6 +241,7 @@ class MART(Method):
         return mart_loss(logits["clean"], logits["adv"], y, self.beta)
 
 
+@METHODS.register("rst", description="RST (Carmon et al. 2019): the TRADES loss on half pseudo-labeled batches")
 @dataclass
 class RST(TRADES):
     """Robust self-training: the TRADES loss on half-labeled, half-pseudo-labeled batches."""
@@ -245,18 +251,14 @@ class RST(TRADES):
     loss_name = "TRADES loss on the half pseudo-labeled batch"
 
 
-METHODS: dict[str, type[Method]] = {"at": AT, "trades": TRADES, "mart": MART, "rst": RST}
-
-
 def list_methods() -> list[str]:
+    """The registered method names, sorted."""
     return sorted(METHODS)
 
 
 def get_method(name: str, **hparams: Any) -> Method:
     """Build a method by registry name; unknown names or hyperparameters give a one-line error."""
-    if name not in METHODS:
-        raise UsageError(f"unknown method {name!r}; choose from: {', '.join(list_methods())}")
-    cls = METHODS[name]
+    cls = METHODS.get(name)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(hparams) - known)
     if unknown:

@@ -14,8 +14,22 @@ import torch
 from torch import nn
 
 from awp.errors import UsageError
+from awp.registry import Registry
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+@dataclass(frozen=True)
+class Precision:
+    """How forward passes compute: the autocast dtype (None: plain fp32) and whether the loss
+    needs a scaler (fp16 only: bf16 has fp32's exponent range)."""
+
+    autocast: torch.dtype | None
+    scaled: bool = False
+
+
+PRECISIONS: Registry[Precision] = Registry("precision")
+PRECISIONS.register("fp32", Precision(None), description="float32 throughout, no autocast")
+PRECISIONS.register("bf16", Precision(torch.bfloat16), description="bfloat16 autocast, no loss scaler")
+PRECISIONS.register("fp16", Precision(torch.float16, scaled=True), description="float16 autocast with a GradScaler")
 
 
 @dataclass(frozen=True)
@@ -29,14 +43,14 @@ class Runtime:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for forward passes (a no-op in fp32)."""
-        dtype = PRECISIONS[self.precision]
+        dtype = PRECISIONS.get(self.precision).autocast
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Loss scaler, enabled only for fp16 (bf16 has fp32's exponent range)."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        return torch.amp.GradScaler(self.device.type, enabled=PRECISIONS.get(self.precision).scaled)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """Move ``model`` (in place) to the device and memory format; weights stay float32."""
@@ -75,8 +89,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def resolve_runtime(device: str | torch.device | None = "auto", precision: str = "fp32",
                     channels_last: bool = False, compile: bool = False) -> Runtime:
     """Build the :class:`Runtime` for a run; bad names give a one-line :class:`UsageError`."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+    PRECISIONS.resolve(precision)
     return Runtime(resolve_device(device), precision, bool(channels_last), bool(compile))
 
 

@@ -13,38 +13,58 @@ cannot drift from training.
   milestone 74/76 (``train_trades_cifar10.py:140``).
 
 A piecewise milestone ``m`` multiplies the lr by ``decay`` once ``m * epochs`` epochs are complete.
+
+:data:`SCHEDULES` holds one function per schedule, ``f(base_lr, progress, epochs, milestones,
+decay) -> lr``; adding a schedule is one function and its registration.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from awp.methods import METHODS
 from awp.registry import Registry
 
-SCHEDULES = Registry("schedule", {"piecewise": "x lr_decay at each lr_milestones fraction of training",
-                                  "cosine": "half a cosine from lr to 0", "constant": "lr throughout"})
-
 if TYPE_CHECKING:
     from awp.config import TrainConfig
 
+Schedule = Callable[[float, float, int, Sequence[float], float], float]
+SCHEDULES: Registry[Schedule] = Registry("schedule")
+LR_UPDATES = Registry("lr_update", {
+    "iteration": "the lr changes at every step (Rice et al.'s and the AWP AT scripts)",
+    "epoch": "the lr changes once per epoch (TRADES, MART, TRADES-AWP, RST)",
+})
+
+
+@SCHEDULES.register("piecewise")
+def _piecewise(base_lr: float, progress: float, epochs: int, milestones: Sequence[float], decay: float) -> float:
+    """The lr times decay at each milestone (a fraction of the epochs) passed."""
+    passed = sum(progress >= m * epochs - 1e-9 for m in milestones)
+    return base_lr * decay ** passed
+
+
+@SCHEDULES.register("cosine")
+def _cosine(base_lr: float, progress: float, epochs: int, milestones: Sequence[float], decay: float) -> float:
+    """Half a cosine from the lr to 0 over the epochs (milestones and decay unused)."""
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(progress / epochs, 1.0)))
+
+
+@SCHEDULES.register("constant")
+def _constant(base_lr: float, progress: float, epochs: int, milestones: Sequence[float], decay: float) -> float:
+    """The lr throughout."""
+    return base_lr
+
 
 def learning_rate(base_lr: float, progress: float, epochs: int, schedule: str,
-                  milestones: list[float] = (0.5, 0.75), decay: float = 0.1) -> float:
-    """lr at ``progress`` epochs: piecewise (x decay at each milestone fraction), cosine or constant."""
-    if schedule == "constant":
-        return base_lr
-    if schedule == "cosine":
-        return base_lr * 0.5 * (1 + math.cos(math.pi * min(progress / epochs, 1.0)))
-    if schedule == "piecewise":
-        passed = sum(progress >= m * epochs - 1e-9 for m in milestones)
-        return base_lr * decay ** passed
-    raise ValueError(f"unknown schedule {schedule!r}")
+                  milestones: Sequence[float] = (0.5, 0.75), decay: float = 0.1) -> float:
+    """lr at ``progress`` epochs under ``schedule`` (a :data:`SCHEDULES` name); an unknown name is
+    one :class:`~awp.errors.UsageError` line."""
+    return SCHEDULES.get(schedule)(base_lr, progress, epochs, milestones, decay)
 
 
 def lr_at(config: "TrainConfig", epoch_index: int, iteration: int, iterations: int) -> float:
     """The lr of step ``iteration`` (0-based) of epoch ``epoch_index`` (0-based) with ``iterations`` steps."""
-    if config.lr_update == "epoch":
+    if LR_UPDATES.resolve(config.lr_update) == "epoch":
         progress = float(epoch_index)
     else:
         progress = epoch_index + (iteration + 1) / iterations

@@ -53,8 +53,9 @@ def eval_threat(dataset: str, norm: str, train_eps: float, eps: float | None = N
 def check_threat(*, eps: float | None = None, step_size: float | None = None, steps: int | None = None,
                  norm: str | None = None, what: str = "") -> None:
     """The one check of an attack's settings, where they enter the code (configs, attacks,
-    methods, evaluation): eps a finite radius >= 0 (at most 1 in Linf, where pixels lie in [0, 1]), step_size finite and >= 0,
-    steps a whole number >= 0, norm a registered :data:`NORMS` name. ``None`` skips a setting;
+    methods, evaluation): eps a finite radius >= 0 (at most 1 in Linf, where pixels lie in
+    [0, 1]), step_size finite and >= 0, steps a whole number >= 0, norm a registered
+    :data:`NORMS` name. ``None`` skips a setting;
     ``what`` prefixes the names (``eval_`` -> ``eval_eps``)."""
     if eps is not None:  # an Linf radius is at most 1 (pixels in [0, 1]); an L2 radius can exceed it
         linf = norm is None or NORMS.resolve(norm) == "linf"

@@ -77,6 +77,11 @@ def test_specs_resolve_and_bad_specs_are_refused():
             Augmentation.parse(spec)
     with pytest.raises(UsageError, match="padding_mode"):
         Augmentation.parse("crop", "edge")
+    with pytest.raises(UsageError, match=r"unknown augmentation 'flp'; did you mean flip\?.*\(in 'crop\+flp'\)") as info:
+        Augmentation.parse("crop+flp")
+    assert "\n" not in str(info.value) and "'none'" in str(info.value)
+    with pytest.raises(UsageError, match="unknown padding_mode 'reflct'; did you mean reflect"):
+        Augmentation.parse("crop", "reflct")
     x = torch.rand(2, 3, 8, 8)
     assert augment_batch(x, "none", torch.Generator()) is x
 

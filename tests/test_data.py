@@ -10,6 +10,7 @@ import collections
 import math
 import os
 import pickle
+import re
 import shlex
 
 import numpy as np
@@ -137,21 +138,22 @@ def test_digits_stratified(digits_raw):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, fragment",
     [
-        dict(val_size=1200),
-        dict(val_size=-1),
-        dict(val_size=2.5),
-        dict(train_subset=0),
-        dict(train_subset=1001),
-        dict(val_size=1199, train_subset=2),
-        dict(split_seed=-1),
+        (dict(val_size=1200), "val_size must be below the 1200 training images of digits, got 1200"),
+        (dict(val_size=-1), "val_size must be >= 0, got -1"),
+        (dict(val_size=2.5), "val_size must be a whole number, got 2.5"),
+        (dict(val_size=True), "val_size must be a whole number, got True"),
+        (dict(train_subset=0), "train_subset must be >= 1, got 0"),
+        (dict(train_subset=1001), "train_subset must be at most the 1000 training images left"),
+        (dict(val_size=1199, train_subset=2), "train_subset must be at most the 1 training images left"),
+        (dict(split_seed=-1), "split_seed must be >= 0, got -1"),
     ],
 )
-def test_digits_bad_sizes_are_usage_errors(kwargs):
+def test_digits_bad_sizes_are_usage_errors(kwargs, fragment):
     with pytest.raises(UsageError) as info:
         build_dataset("digits", **kwargs)
-    _one_line(info)
+    assert fragment in _one_line(info)
 
 
 def test_digits_largest_subset_leaves_no_pool():
@@ -422,8 +424,34 @@ def test_mixed_batches_epoch_length_can_be_set():
 
 def test_mixed_batches_bad_fraction():
     labeled, unlabeled = _mixed_sets(5, 5)
-    with pytest.raises(UsageError):
-        list(iterate_mixed_batches(labeled, unlabeled, 8, unsup_fraction=1.0))
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(UsageError, match="unsup_fraction must be a finite number >= 0 and < 1") as info:
+            list(iterate_mixed_batches(labeled, unlabeled, 8, unsup_fraction=bad))
+        _one_line(info)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(batch_size=0), "batch_size must be >= 1, got 0"),
+    (dict(batch_size=2.5), "batch_size must be a whole number, got 2.5"),
+    (dict(world_size=0), "world_size must be >= 1, got 0"),
+    (dict(rank=2, world_size=2), "rank must be <= 1, got 2"),
+    (dict(rank=-1, world_size=2), "rank must be >= 0, got -1"),
+])
+def test_bad_batching_settings_are_one_line(kwargs, fragment):
+    labeled, unlabeled = _mixed_sets(5, 5)
+    settings = {"batch_size": 4, **kwargs}
+    with pytest.raises(UsageError, match=re.escape(fragment)) as info:
+        list(iterate_batches(labeled, shuffle=False, **settings))
+    _one_line(info)
+    with pytest.raises(UsageError, match=re.escape(fragment)):
+        list(iterate_mixed_batches(labeled, unlabeled, **settings))
+
+
+def test_whole_float_batch_size_gives_the_int_batches():
+    labeled, _ = _mixed_sets(5, 5)
+    as_float = [y for _, y in iterate_batches(labeled, 2.0, shuffle=True, seed=3)]
+    as_int = [y for _, y in iterate_batches(labeled, 2, shuffle=True, seed=3)]
+    assert len(as_float) == 3 and all(torch.equal(a, b) for a, b in zip(as_float, as_int))
 
 
 # --------------------------------------------------------------------------------------------

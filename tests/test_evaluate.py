@@ -224,8 +224,23 @@ def test_l2_norm_is_passed_on(trained, test_set):
     result = evaluate(model, x, y, attacks=("clean", "pgd20"), eps=0.5, norm="l2")
     assert "L2 eps=0.5" in result["results"]["pgd20"]["attack"]
     assert result["results"]["pgd20"]["accuracy"] <= result["results"]["clean"]["accuracy"]
-    with pytest.raises(UsageError, match="CW-inf"):
+    with pytest.raises(UsageError, match="CW-inf") as info:
         evaluate(model, x, y, attacks=("cw",), eps=0.5, norm="l2")
+    # The alternatives named are exactly the registered attacks that take L2.
+    assert str(info.value).endswith("with norm='l2' use " + ", ".join(a for a in ATTACKS if a != "cw"))
+    # An L2 radius is not bounded by 1 (the Linf pixel range): 1.5 on 8x8 images is a real radius.
+    wide = evaluate(model, x, y, attacks=("pgd20",), eps=1.5, norm="l2")
+    assert "L2 eps=1.5" in wide["results"]["pgd20"]["attack"] and 0 <= wide["results"]["pgd20"]["accuracy"] <= 1
+    with pytest.raises(UsageError, match="eps must be a finite number >= 0 and <= 1"):
+        evaluate(model, x, y, attacks=("pgd20",), eps=1.5, norm="linf")
+
+
+def test_natural_is_clean_and_repeats_are_dropped(trained, test_set):
+    model, _ = trained
+    x, y = test_set[0][:32], test_set[1][:32]
+    result = evaluate(model, x, y, attacks=("natural", "fgsm", "clean", "fgsm"), eps=EPS)
+    assert list(result["results"]) == ["clean", "fgsm"]
+    assert result["results"]["clean"]["accuracy"] == _plain_accuracy(model, x, y)
 
 
 # --------------------------------------------------------------------------------------------

@@ -317,11 +317,11 @@ def test_unknown_model_name():
     ("smallcnn", {"mean": ["a", 0, 0]}, "mean must be a number"),
     ("smallcnn", {"mean": [0.5, 0.5]}, "mean has 2 values for in_channels=3"),
     ("smallcnn", {"std": [1.0, 0.0, 1.0]}, "std must be > 0"),
-    ("smallcnn", {"std": [1.0, float("nan"), 1.0]}, "std must be finite"),
+    ("smallcnn", {"std": [1.0, float("nan"), 1.0]}, "std must be a finite number, got nan"),
     ("smallcnn", {"channels": [16, 32]}, "channels must list 3 stage widths"),
     ("wrn-34-10", {"depth": 30}, "depth must be 6n+4"),
     ("wrn-34-10", {"widen_factor": 2.5}, "widen_factor must be an int"),
-    ("wrn-28-10", {"dropout": 1.5}, "dropout must be in"),
+    ("wrn-28-10", {"dropout": 1.5}, "dropout must be a finite number >= 0 and < 1, got 1.5"),
 ])
 def test_bad_kwargs_raise_one_line_usage_error(name, kwargs, fragment):
     with pytest.raises(UsageError, match=re.escape(fragment)) as err:

@@ -23,17 +23,18 @@ Validation hold-out: Rice et al. ("Overfitting in adversarially robust deep lear
 1000 training images aside for early stopping; the split is drawn with a fixed ``split_seed``
 independent of the run seed, so every run of a comparison selects on the same images.
 
-Modules: :mod:`awp.data.images` (the containers), :mod:`awp.data.registry` (the data sets and
-:func:`build_dataset`), :mod:`awp.data.batching` (order, RST mixing, sharding),
-:mod:`awp.data.augment` (crop, flip, rotation on the batch) and :mod:`awp.data.unlabeled` (RST's
-pseudo-labeled data). Everything public is importable from ``awp.data``.
+Modules: :mod:`awp.data.images` (the containers), :mod:`awp.data.registry` (:data:`DATASETS`,
+the registry of data sets, each spec with its own loader, and :func:`build_dataset`),
+:mod:`awp.data.batching` (order, RST mixing, sharding), :mod:`awp.data.augment` (crop, flip,
+rotation on the batch) and :mod:`awp.data.unlabeled` (RST's pseudo-labeled data). Everything
+public is importable from ``awp.data``.
 """
 from awp.data.augment import Augmentation, augment_batch
 from awp.data.batching import iterate_batches, iterate_mixed_batches, num_batches
 from awp.data.images import SPLITS, DataSplits, ImageSet
-from awp.data.registry import build_dataset, dataset_spec, list_datasets
+from awp.data.registry import DATASETS, DatasetSpec, build_dataset, dataset_spec, list_datasets
 from awp.data.unlabeled import load_unlabeled, pseudo_label, save_unlabeled_npz
 
-__all__ = ["SPLITS", "Augmentation", "DataSplits", "ImageSet", "augment_batch", "build_dataset", "dataset_spec",
-           "iterate_batches", "iterate_mixed_batches", "list_datasets", "load_unlabeled", "num_batches",
-           "pseudo_label", "save_unlabeled_npz"]
+__all__ = ["DATASETS", "SPLITS", "Augmentation", "DataSplits", "DatasetSpec", "ImageSet", "augment_batch",
+           "build_dataset", "dataset_spec", "iterate_batches", "iterate_mixed_batches", "list_datasets",
+           "load_unlabeled", "num_batches", "pseudo_label", "save_unlabeled_npz"]

@@ -22,10 +22,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from awp.errors import require
+from awp.errors import UsageError, require
+from awp.registry import Registry
 
-NAMES = ("crop", "flip", "rotation")
-PADDING_MODES = ("zeros", "reflect")
+TRANSFORMS = Registry("augmentation", {  # in the order they run (torchvision's)
+    "crop": "random 32x32 crop of the image padded by 4 pixels",
+    "flip": "horizontal flip with probability 1/2",
+    "rotation": "rotation by an angle uniform in [-15, 15] degrees, nearest neighbour, zero fill",
+})
+PADDING_MODES = Registry("padding_mode", {
+    "zeros": "zero padding (torchvision's RandomCrop(32, padding=4))",
+    "reflect": "reflection padding (Rice et al.'s and the AWP AT scripts)",
+})
+SPECIALS = {"none": [], "crop-flip": ["crop", "flip"]}  # a data set's default augmentation, spelled out
 CROP_PADDING = 4          # pixels added on every side before the random crop
 ROTATION_DEGREES = 15.0   # RandomRotation(15) of AWP's train_cifar100.py
 
@@ -46,12 +55,15 @@ class Augmentation:
         """'none', 'crop-flip' (a data set's default, zero padding) or names joined by '+',
         e.g. 'crop+flip+rotation'; ``padding_mode`` ('zeros' | 'reflect') applies to the crop."""
         require(isinstance(spec, str), f"augmentation must be a string, got {spec!r}")
-        require(padding_mode in PADDING_MODES,
-                f"unknown padding_mode {padding_mode!r}; choose from: {', '.join(PADDING_MODES)}")
-        names = [] if spec == "none" else ["crop", "flip"] if spec == "crop-flip" else spec.split("+")
-        unknown = [n for n in names if n not in NAMES]
-        require(not unknown and len(set(names)) == len(names),
-                f"unknown augmentation {spec!r}; use 'none' or names joined by '+' from: {', '.join(NAMES)}")
+        PADDING_MODES.resolve(padding_mode)
+        names = SPECIALS[spec] if spec in SPECIALS else spec.split("+")
+        for name in names:
+            try:
+                TRANSFORMS.resolve(name)
+            except UsageError as exc:
+                where = f" (in {spec!r})" if name != spec else ""
+                raise UsageError(f"{exc}{where}; a spec is 'none', 'crop-flip' or names joined by '+'") from None
+        require(len(set(names)) == len(names), f"augmentation {spec!r} names a transform twice")
         return cls(crop="crop" in names, flip="flip" in names, rotation="rotation" in names,
                    padding_mode=padding_mode)
 
@@ -61,7 +73,7 @@ class Augmentation:
 
     @property
     def names(self) -> list[str]:
-        return [n for n in NAMES if getattr(self, n)]
+        return [n for n in TRANSFORMS if getattr(self, n)]
 
     def draw(self, n: int, generator: torch.Generator) -> Params:
         """The random choices for ``n`` images, drawn on the CPU in the documented order."""

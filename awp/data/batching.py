@@ -8,9 +8,11 @@ from typing import Iterator
 
 import torch
 
+from awp.checks import check_int, check_number
 from awp.errors import require
 from awp.data.augment import Augmentation
-from awp.data.images import Device, ImageSet, _check_int
+from awp.data.images import Device, ImageSet
+
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
     """The CPU generator behind one epoch's order and augmentation: a function of (seed, epoch) only."""
@@ -24,10 +26,10 @@ def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
-def _check_shard(batch_size: int, rank: int, world_size: int) -> None:
-    _check_int(batch_size, "batch_size", 1)
-    _check_int(world_size, "world_size", 1)
-    require(0 <= rank < world_size, f"rank must be in 0..{world_size - 1}, got {rank}")
+def _check_shard(batch_size: int, rank: int, world_size: int) -> tuple[int, int, int]:
+    """(batch_size, rank, world_size) as ints, checked (a rank is in 0..world_size - 1)."""
+    batch_size, world_size = check_int(batch_size, "batch_size", 1), check_int(world_size, "world_size", 1)
+    return batch_size, check_int(rank, "rank", 0, world_size - 1), world_size
 
 
 def iterate_batches(
@@ -51,7 +53,7 @@ def iterate_batches(
     batches (a DDP requirement); the last one may be smaller, and even empty on some ranks when
     it holds fewer than ``world_size`` images (use ``drop_last=True`` under DDP to avoid that).
     """
-    _check_shard(batch_size, rank, world_size)
+    batch_size, rank, world_size = _check_shard(batch_size, rank, world_size)
     augment = Augmentation.of(augment)
     n = len(data)
     generator = _generator(seed, epoch)
@@ -69,7 +71,7 @@ def iterate_batches(
 def _mixed_shape(labeled: ImageSet, unlabeled: ImageSet, batch_size: int, unsup_fraction: float,
                  batches: int | None) -> tuple[int, int, int]:
     """(labeled and unlabeled images per global batch, batches per epoch), checked."""
-    require(0.0 <= unsup_fraction < 1.0, f"unsup_fraction must be in [0, 1), got {unsup_fraction}")
+    check_number(unsup_fraction, "unsup_fraction", low=0, high=1, high_open=True)
     require(
         labeled.image_shape == unlabeled.image_shape,
         f"labeled images {labeled.image_shape} and unlabeled images {unlabeled.image_shape} differ in shape",
@@ -81,7 +83,7 @@ def _mixed_shape(labeled: ImageSet, unlabeled: ImageSet, batch_size: int, unsup_
     require(n_unl == 0 or len(unlabeled) > 0, "iterate_mixed_batches needs at least one unlabeled image")
     # The small tolerance keeps e.g. 9 / (10 * 0.30000000000000004) from rounding up to 4.
     total = max(1, math.ceil(len(labeled) / (batch_size * (1.0 - unsup_fraction)) - 1e-9))
-    return n_lab, n_unl, (total if batches is None else _check_int(batches, "batches", 1))
+    return n_lab, n_unl, (total if batches is None else check_int(batches, "batches", 1))
 
 
 def iterate_mixed_batches(
@@ -111,7 +113,7 @@ def iterate_mixed_batches(
     Carmon et al.'s sampler the batch is not shuffled internally: the loss and BatchNorm do not
     depend on the order within a batch.
     """
-    _check_shard(batch_size, rank, world_size)
+    batch_size, rank, world_size = _check_shard(batch_size, rank, world_size)
     augment = Augmentation.of(augment)
     n_lab, n_unl, total = _mixed_shape(labeled, unlabeled, batch_size, unsup_fraction, batches)
     generator = _generator(seed, epoch)

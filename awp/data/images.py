@@ -1,30 +1,26 @@
 """The in-memory containers of the data package: an image set (one tensor of images, one of
-labels, batches drawn by index) and a data set's splits, and the names of the splits."""
+labels, batches drawn by index) and a data set's splits, and the names of the splits.
+
+The robust generalization gap of Wu, Xia & Wang (NeurIPS 2020) is measured on the train and test
+splits; ``val`` is the held-out part of the training set that Rice et al. (ICML 2020) select the
+early-stopping epoch on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from awp.errors import UsageError, require
+from awp.registry import Registry
 
 Device = torch.device | str | None
 
-SPLITS = ("train", "val", "test")  # the splits every measurement names
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    require(
-        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum,
-        f"{name} must be an integer >= {minimum}, got {value!r}",
-    )
-    return int(value)
+SPLITS = Registry("split", {  # the splits every measurement names
+    "train": "the labeled images a run trained on",
+    "val": "images held out of the training set for early stopping (a fixed split seed)",
+    "test": "the data set's test set",
+})
 
 
 def _as_index(indices: Any) -> torch.Tensor:
@@ -125,10 +121,9 @@ class DataSplits:
 
     def split(self, name: str) -> ImageSet:
         """The images of split ``name`` (one of :data:`SPLITS`); a missing one is a one-line error."""
-        if name not in SPLITS:
-            raise UsageError(f"unknown split {name!r}; choose from: {', '.join(SPLITS)}")
-        images = getattr(self, name)
+        images = getattr(self, SPLITS.resolve(name))
         if images is None or len(images) == 0:
+            others = " or ".join(repr(split) for split in SPLITS if split != name)
             raise UsageError(f"this run held out no validation images (val_size is 0): it has no {name!r} split; "
-                             "use 'train' or 'test'")
+                             f"use {others}")
         return images

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from awp.errors import UserError
+from awp.checks import check_int
+from awp.errors import UserError, one_line
 from awp.io import atomic_write_bytes
-from awp.data.images import Device, ImageSet, _check_int, _one_line
+from awp.modes import model_mode
+from awp.data.images import Device, ImageSet
 
 # What a pickle of numpy arrays in plain containers needs, and nothing more: array and dtype
 # reconstruction (numpy 1.x names under numpy.core, 2.x under numpy._core; _frombuffer is
@@ -110,7 +112,7 @@ def load_unlabeled(path: str | os.PathLike) -> ImageSet:
             except UserError:
                 raise
             except Exception as exc:  # zip, npy header or pickle-refusal errors of a bad file
-                raise UserError(f"cannot read {source} as .npz: {_one_line(exc)}") from exc
+                raise UserError(f"cannot read {source} as .npz: {one_line(exc)}") from exc
         else:
             try:
                 content = _NumpyOnlyUnpickler(handle, source).load()
@@ -118,7 +120,7 @@ def load_unlabeled(path: str | os.PathLike) -> ImageSet:
                 raise
             except Exception as exc:
                 raise UserError(f"cannot read {source}: neither an .npz nor a readable pickle "
-                                f"({_one_line(exc)})") from exc
+                                f"({one_line(exc)})") from exc
             if not isinstance(content, dict) or not {"data", "extrapolated_targets"} <= set(content):
                 found = sorted(map(str, content)) if isinstance(content, dict) else type(content).__name__
                 raise UserError(f"{source} must be a dict with 'data' and 'extrapolated_targets', found {found}")
@@ -144,19 +146,14 @@ def pseudo_label(model: torch.nn.Module, images: ImageSet, *, batch_size: int = 
     on batch composition) and every module's train/eval flag is restored afterwards. ``device``
     defaults to the device of the model's parameters. Returns a new ImageSet sharing the images.
     """
-    _check_int(batch_size, "batch_size", 1)
+    check_int(batch_size, "batch_size", 1)
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
-    modes = [(module, module.training) for module in model.modules()]
     labels = []
-    try:
-        model.eval()
+    with model_mode(model, "eval"):
         for start in range(0, len(images), batch_size):
             x, _ = images.batch(torch.arange(start, min(start + batch_size, len(images))), device)
             labels.append(model(x).argmax(dim=1).cpu())
-    finally:
-        for module, training in modes:
-            module.training = training
     label_tensor = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
     return ImageSet(images.images, label_tensor.long())
