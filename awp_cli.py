@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from awp import __version__
+from awp.version import __version__
 from awp.errors import UsageError, UserError
 
 PACKAGES = ("awp.cli", "landscape.cli", "analysis.cli")

@@ -141,7 +141,7 @@ def _perturbation_names(registry: Any) -> list[str]:
 
 def _check_numbers(c: TrainConfig) -> None:
     require(not (isinstance(c.eps, (int, float)) and 1 < c.eps <= 255),
-            f"eps is in [0, 1] pixel units, got {c.eps} (did you mean {c.eps}/255?)")
+            f"eps is in [0, 1] pixel units, got {c.eps} (for {c.eps}/255 write eps={c.eps}/255)")
     check_number(c.eps, "eps", low=0, high=1, unit=" (pixel units)")
     check_number(c.step_size, "step_size", low=0)
     check_number(c.beta, "beta", low=0)

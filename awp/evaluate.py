@@ -35,7 +35,7 @@ __all__ = ["ATTACKS", "EVAL_ATTACKS", "EvalAttack", "EvalSettings", "evaluate", 
 def _check_attacks(attacks: Iterable[str] | str) -> tuple[str, ...]:
     names = (attacks,) if isinstance(attacks, str) else tuple(attacks)
     if not names:
-        raise UsageError(f"no attack asked for; choose from: {', '.join(EVAL_ATTACKS.names())}")
+        raise UsageError(f"no attack asked for; pass one or more of: {', '.join(EVAL_ATTACKS.names())}")
     names = tuple(EVAL_ATTACKS.resolve(name) for name in names)
     return tuple(dict.fromkeys(names))  # drop repeats, keep the caller's order
 
