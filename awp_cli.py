@@ -15,7 +15,7 @@ import sys
 import threading
 
 from awp.version import __version__
-from awp.errors import UsageError, UserError
+from awp.errors import UsageError, UserError, one_line
 
 PACKAGES = ("awp.cli", "landscape.cli", "analysis.cli")
 
@@ -56,12 +56,6 @@ class _Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
     raise _Terminated()
-
-
-def one_line(exc: BaseException) -> str:
-    """The exception's message on one line (a multi-line message is joined with ' | ')."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " | ".join(lines) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

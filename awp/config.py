@@ -21,6 +21,7 @@ from awp.checks import check_int, check_number, check_seed
 from awp.errors import UsageError, require
 from awp.registry import Registry, check_choice
 from awp.settings import apply_overrides as _apply, parse_number, parse_overrides
+from awp.threat import check_threat
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -142,8 +143,7 @@ def _perturbation_names(registry: Any) -> list[str]:
 def _check_numbers(c: TrainConfig) -> None:
     require(not (isinstance(c.eps, (int, float)) and 1 < c.eps <= 255),
             f"eps is in [0, 1] pixel units, got {c.eps} (for {c.eps}/255 write eps={c.eps}/255)")
-    check_number(c.eps, "eps", low=0, high=1, unit=" (pixel units)")
-    check_number(c.step_size, "step_size", low=0)
+    check_threat(eps=c.eps, step_size=c.step_size, norm=c.norm)
     check_number(c.beta, "beta", low=0)
     check_number(c.awp_gamma, "awp_gamma", low=0, high=1, unit=" (relative to each layer's norm)")
     check_number(c.lr, "lr", low=0, low_open=True)

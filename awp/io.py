@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from awp.errors import UserError
+from awp.errors import UserError, one_line
 
 
 # mkstemp creates files readable by the owner only; a real output gets the permissions that
@@ -117,6 +118,28 @@ def _why(folder: Path, exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG)
+
+
+def _disk_error(exc: BaseException) -> OSError | None:
+    """The OSError about the disk behind ``exc`` (torch.save wraps a failed write in a RuntimeError
+    whose context is the ENOSPC), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:,.1f} MiB free on {folder}"
+    except OSError:
+        return f"free space of {folder} unknown"
+
+
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     path = Path(path)
     folder = path.parent
@@ -139,15 +162,57 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        disk = _disk_error(exc)
+        if disk is not None:  # the old file (if any) is untouched: only the temporary was torn
+            detail = f"; {_free(folder)}" if disk.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+            raise UserError(f"cannot write {path}: {disk.strerror or disk}{detail}") from exc
         raise
     _fsync_folder(folder)
     remove_stale_temporaries(folder)
 
 
-def _writable_folder(folder: Path, target: Path) -> None:
-    """One line unless ``folder`` (existing or not) can be created and written into to write ``target``."""
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _check_names(path: Path) -> None:
+    """One line when a name in ``path`` is longer than the file system takes (checked before any
+    system call, which would fail on it with an unrelated message)."""
+    found = next((p for p in path.parents if len(p.name.encode()) <= 255 and _exists(p)), Path("."))
+    limit = _name_max(found)
+    for part in path.parts:
+        if len(part.encode()) > limit:
+            raise UserError(f"cannot write {path}: the name {part[:40]}... is {len(part.encode())} bytes, over the "
+                            f"file system's {limit}")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _check_links(path: Path, what: str) -> None:
+    """One line for a symlink loop, or a symlink to nothing, at ``path`` or above it."""
+    _check_names(path)
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11-3.12 raise RuntimeError on a loop, later ones OSError
+        raise UserError(f"cannot use {what} {path}: a symlink loop ({one_line(exc, 120)})") from exc
+    for link in (path, *path.parents):
+        if link.is_symlink() and not link.exists():
+            raise UserError(f"cannot use {what} {path}: {link} is a symlink to {os.readlink(link)}, "
+                            f"which does not exist")
+
+
+def _writable_folder(folder: Path, target: Path, what: str = "output") -> None:
+    """One line unless ``folder`` (existing or not) can be created and written into to write
+    ``target``: no symlink loop or dangling symlink on the way, every name short enough."""
+    _check_links(target, what)
     found = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     if not found.is_dir():
         raise UserError(f"cannot write {target}: {found} is a file, not a folder")
@@ -159,22 +224,31 @@ def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
     """Fail with one line, before any work, unless ``path`` can be used as a folder to write into.
 
     ``path`` may not exist yet (nothing is created here): then its nearest existing ancestor must
-    be a writable folder. A file in its place, or above it, is named in the message.
+    be a writable folder. A file in its place, or above it, a symlink loop, a symlink to nothing
+    and a name too long for the file system are named in the message.
     """
     path = Path(path)
+    _check_links(path, what)
     if path.exists() and not path.is_dir():
         raise UserError(f"{what} {path} is a file, not a folder")
-    _writable_folder(path, path)
+    _writable_folder(path, path, what)
     return path
 
 
 def check_output_file(path: str | Path, what: str = "output file") -> Path:
     """Fail with one line, before any work, unless a file can be written at ``path``: not a
-    folder, and its folder writable or creatable."""
+    folder, its folder writable or creatable, and its name short enough for the temporary file
+    it is written through (``.NAME.HOST-PID.XXXXXXXX.tmp``)."""
     path = Path(path)
+    _check_links(path, what)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder, not a file")
-    _writable_folder(path.parent, path)
+    _writable_folder(path.parent, path, what)
+    temporary = len(_tmp_prefix(path.name).encode()) + 8 + len(TMP_SUFFIX)
+    limit = _name_max(next((p for p in path.parents if _exists(p)), Path(".")))
+    if temporary > limit:
+        raise UserError(f"cannot write {path}: its name is {len(path.name.encode())} bytes; with the temporary file's "
+                        f"prefix and suffix that is {temporary}, over the file system's {limit}")
     return path
 
 

@@ -4,6 +4,10 @@ Every checkpoint, imported file, ``--weights`` file and RobustBench file goes th
 
 - nothing is unpickled but tensors and plain containers; a file that would need more is refused
   with a message saying why (:func:`safe_load`, ``torch.load(weights_only=True)``);
+- nothing is unpacked before the archive is checked (:func:`check_archive`): ``torch.save``
+  stores its records uncompressed, so a compressed record (a few MB that unpack to gigabytes),
+  records declaring more bytes than the file holds, or more data than the size limit allows are
+  refused before ``torch.load`` reads a byte of them;
 - every floating weight must be finite, or the file is refused naming the tensor
   (:func:`check_finite`; ``allow_nonfinite=True``, the commands' ``--allow-nonfinite``, loads it
   and records the names under ``nonfinite_weights``);
@@ -23,6 +27,7 @@ import contextlib
 import itertools
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -69,6 +74,7 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu", *, wha
         raise UserError(f"{path} is a folder, not a {what} file")
     if path.stat().st_size == 0:
         raise UserError(f"{what} {path} is empty")
+    check_archive(path, what)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -81,6 +87,44 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu", *, wha
                         f"({unsafe[0][:160]}); {trusted_hint}") from exc
     except Exception as exc:  # torch raises RuntimeError, IndexError, EOFError... on torn files
         raise UserError(f"cannot read {what} {path}: truncated or corrupt ({one_line(exc, 160)})") from exc
+
+
+# Bytes per element of the widest dtype (complex128), and room for the pickle and its metadata.
+_MAX_ELEMENT_BYTES = 16
+_METADATA_BYTES = 64 << 20
+
+
+def check_archive(path: str | Path, what: str = "checkpoint", limit: int | None = None) -> None:
+    """One line, before anything is unpacked, unless the file is a sane ``torch.save`` archive.
+
+    ``torch.save`` writes a zip archive whose records are *stored* (never compressed), so a
+    compressed record can only come from a crafted or re-packed file, and it may unpack to far
+    more than the file's size; the records' declared sizes must fit in the file, and their sum
+    within what the size limit (:func:`size_limit`, in elements) allows at 16 bytes an element.
+    A file in PyTorch's legacy (non-zip) format holds nothing compressed and is left to torch.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+        raise UserError(f"cannot read {what} {path}: truncated or corrupt ({one_line(exc, 160)})") from exc
+    packed = next((r for r in records if r.compress_type != zipfile.ZIP_STORED), None)
+    if packed is not None:
+        raise UserError(f"refusing to load {path}: its record {packed.filename} is compressed "
+                        f"({packed.compress_size:,} bytes that unpack to {packed.file_size:,}); torch.save never "
+                        f"compresses, so the file "
+                        f"was crafted or re-packed (re-save the weights with torch.save if you trust it)")
+    size, declared = path.stat().st_size, sum(r.file_size for r in records)
+    if declared > size:
+        raise UserError(f"refusing to load {path}: its records declare {declared:,} bytes, more than the "
+                        f"{size:,} bytes of the file (a crafted or damaged archive)")
+    allowed = _MAX_ELEMENT_BYTES * size_limit(limit) + _METADATA_BYTES
+    if declared > allowed:
+        raise UserError(f"refusing to load {path}: it holds {declared:,} bytes of data, more than the size limit "
+                        f"of {size_limit(limit):,} parameters and buffers allows (set {MAX_PARAMS_ENV} to raise it)")
 
 
 FOREIGN_HINT = ("if you trust its source, convert it once: obj = torch.load(path, weights_only=False); "
