@@ -18,7 +18,8 @@ from torch import nn
 from awp.errors import UserError
 from awp.io import atomic_torch_save
 from awp.models import build_model
-from awp.safety import check_finite, check_state, check_tensors, meta_skeleton, safe_load, strip_prefix
+from awp.safety import (NONFINITE_HINT, check_finite, check_state, check_tensors, meta_skeleton, safe_load,
+                        strip_prefix)
 
 FORMAT_VERSION = 1
 REQUIRED = ("model", "arch", "arch_kwargs")
@@ -42,11 +43,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, arch_kwarg
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
-                    allow_nonfinite: bool = False) -> dict[str, Any]:
+                    allow_nonfinite: bool = False, hint: str = NONFINITE_HINT) -> dict[str, Any]:
     """The checkpoint dict, read safely; every failure is one :class:`UserError` line.
 
-    Weights holding NaN or infinity are refused (:func:`check_finite`); with ``allow_nonfinite``
-    they are loaded and their names listed under the payload's ``nonfinite_weights``.
+    Weights holding NaN or infinity are refused (:func:`check_finite`, the message ending with
+    ``hint``); with ``allow_nonfinite`` they are loaded and their names listed under the
+    payload's ``nonfinite_weights``.
     """
     payload = safe_load(path, map_location)
     if not isinstance(payload, dict) or not all(k in payload for k in REQUIRED):
@@ -56,7 +58,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise UserError(f"{path}: 'arch' must be a name and 'arch_kwargs' a dict, got "
                         f"{type(payload['arch']).__name__} and {type(payload['arch_kwargs']).__name__}")
     check_tensors(payload["model"], str(path))
-    bad = check_finite(payload["model"], str(path), allow=allow_nonfinite)
+    bad = check_finite(payload["model"], str(path), allow=allow_nonfinite, hint=hint)
     if bad:
         payload["nonfinite_weights"] = bad
     return payload

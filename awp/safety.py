@@ -188,13 +188,15 @@ def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
             if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex()) and not _all_finite(t)]
 
 
-def check_finite(state: dict[str, torch.Tensor], source: str, *, allow: bool = False) -> list[str]:
-    """The names of non-finite tensors (``allow``), or one line naming the first (default)."""
+def check_finite(state: dict[str, torch.Tensor], source: str, *, allow: bool = False,
+                 hint: str = NONFINITE_HINT) -> list[str]:
+    """The names of non-finite tensors (``allow``), or one line naming the first (default), ending
+    with ``hint`` (what the reader can do about it)."""
     bad = nonfinite_tensors(state)
     if bad and not allow:
         more = f" (and {len(bad) - 1} more of {len(state)} tensors)" if len(bad) > 1 else ""
         raise UserError(f"refusing to load {source}: weight tensor {bad[0]} holds NaN or infinite values{more}; "
-                        f"{NONFINITE_HINT}")
+                        f"{hint}")
     return bad
 
 

@@ -13,6 +13,7 @@ accuracy) and last.pt (everything needed to resume bit for bit on CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,19 +28,21 @@ from awp import distributed
 from awp.build import arch_kwargs_for, build_method, build_perturbation
 from awp.checkpoint_file import read_checkpoint
 from awp.config import TrainConfig
-from awp.data import DataSplits, augment, build_dataset, iterate_batches, iterate_mixed_batches
+from awp.data import DataSplits, augment, build_dataset, dataset_spec, iterate_batches, iterate_mixed_batches
 from awp.epoch_metrics import epoch_metrics
-from awp.errors import UsageError, UserError
+from awp.errors import UsageError, UserError, one_line
 from awp.io import read_csv_rows
 from awp.methods import Method
 from awp.metrics import AttackSpec, metric_attack
 from awp.models import build_model
 from awp.perturbation import WeightPerturber
 from awp.rng import set_rng_state
-from awp.run_folder import RunFolder, check_run_folder
+from awp.run_folder import RESUME_HINT, RunFolder, check_resumable, check_run_folder, check_run_target, run_lock
 from awp.runtime import CPU, Runtime, resolve_runtime
-from awp.safety import load_state_strict
+from awp.safety import check_size, load_state_strict, meta_skeleton, nonfinite_tensors
 from awp.schedule import iterations_per_epoch, lr_at
+
+MAX_TENSORS = 100_000  # parameter tensors a model may register while it is built (a depth of 10^6 stops here)
 
 __all__ = ["RunFolder", "Training", "build_training", "end_of_epoch", "fit", "resume_training", "train_one_epoch",
            "train_step"]
@@ -161,11 +164,19 @@ def _fit(config: TrainConfig, out: Path | None, runtime: Runtime, *, resume: boo
     main = distributed.is_main()
     log = log if (log is not None and main) else (lambda message: None)
     if out is not None:
-        check_run_folder(out, config, resume)
+        check_run_target(out)  # before the lock creates the folder
+    with run_lock(out) if out is not None and main else contextlib.nullcontext():
+        saved = check_run_folder(out, config, resume, runtime.device) if out is not None else None
+        return _train(config, out, runtime, saved, progress=progress, log=log)
+
+
+def _train(config: TrainConfig, out: Path | None, runtime: Runtime, saved: dict[str, Any] | None, *,
+           progress: bool, log: Callable[[str], None]) -> tuple[nn.Module, Path | None]:
+    main = distributed.is_main()
     training = build_training(config, runtime)
     folder = RunFolder(out, training) if out is not None else None
-    if folder is not None and resume and folder.last.exists():
-        resume_training(training, folder.last, log)
+    if folder is not None and saved is not None:
+        resume_training(training, folder.last, log, saved=saved)
         log(f"resuming {out} after epoch {training.state.epoch}")
     elif folder is not None and main:
         folder.start()  # only now, once data and model are known to load: a bad input leaves nothing behind
@@ -209,6 +220,7 @@ class Training:
 def build_training(config: TrainConfig, runtime: Runtime) -> Training:
     """Stage 1: data, model, method, optimizer and weight perturbation, seeded by ``config.seed``."""
     rank, world = distributed.rank(), distributed.world()
+    check_model_size(config)  # on the meta device, before the data set is read
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     data = build_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
@@ -235,15 +247,32 @@ def build_training(config: TrainConfig, runtime: Runtime) -> Training:
                     perturbation=build_perturbation(config, forward_model, runtime), attack=metric_attack(config))
 
 
-def resume_training(training: Training, last: Path, log: Callable[[str], None]) -> None:
+def check_model_size(config: TrainConfig) -> None:
+    """One line, before anything is allocated or read, unless the config's model builds (on the meta
+    device) within the size limit of every checkpoint (:func:`awp.safety.check_size`)."""
+    source = f"model {config.model} with model_kwargs {config.model_kwargs}"
+    kwargs = arch_kwargs_for(config, dataset_spec(config.dataset))
+    skeleton = meta_skeleton(lambda: build_model(config.model, **kwargs), source=source, max_tensors=MAX_TENSORS)
+    check_size(skeleton, source)
+
+
+def resume_training(training: Training, last: Path, log: Callable[[str], None], *,
+                    saved: dict[str, Any] | None = None) -> None:
     """Stage 2 (in place): weights, optimizer, scaler, epoch and best so far, RNG states and the
-    perturbation's own state from ``last.pt``; the metrics rows of the epochs done."""
+    perturbation's own state from ``last.pt`` (``saved``: its payload, already read and checked
+    by :func:`awp.run_folder.check_run_folder`); the metrics rows of the epochs done."""
     rank, world = distributed.rank(), distributed.world()
-    saved = read_checkpoint(last, map_location=training.runtime.device)
+    if saved is None:
+        saved = read_checkpoint(last, map_location=training.runtime.device, hint=RESUME_HINT)
+        check_resumable(saved, last)
     load_state_strict(training.model, saved["model"], str(last))
-    training.optimizer.load_state_dict(saved["optimizer"])
-    if saved.get("scaler"):
-        training.scaler.load_state_dict(saved["scaler"])
+    try:
+        training.optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("scaler"):
+            training.scaler.load_state_dict(saved["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise UserError(f"cannot resume from {last}: its optimizer state does not fit this run "
+                        f"({one_line(exc, 120)}); {RESUME_HINT}") from None
     training.state = _State(epoch=saved["epoch"], best_robust_acc=saved["best_robust_acc"],
                             best_epoch=saved["best_epoch"])
     ranks = saved.get("rng_ranks")
@@ -284,10 +313,15 @@ def train_one_epoch(training: Training, epoch_index: int, folder: RunFolder | No
         finite = list(distributed.all_reduce_sum((~torch.stack(finite)).int()) == 0)
         distributed.broadcast_buffers(t.model)  # BN running stats: rank 0's, the ones saved
     bad = (~torch.stack(finite)).nonzero()
+    kept = f"; the last good checkpoint is {folder.last} (epoch {t.state.epoch})" if folder is not None and \
+        t.state.epoch else "; nothing was saved"
     if len(bad):
-        kept = f"; the last good checkpoint is {folder.last}" if folder is not None and t.state.epoch else ""
         raise UserError(f"non-finite training loss at epoch {epoch_index + 1}, step {int(bad[0]) + 1}{kept}"
                         f" (lower lr, check the data, or use precision=fp32)")
+    broken = nonfinite_tensors(t.model.state_dict())
+    if broken:  # a finite loss can still leave inf weights after the last step: never save them
+        raise UserError(f"non-finite weights after epoch {epoch_index + 1} ({broken[0]}): this epoch was not "
+                        f"saved{kept} (lower lr, or check the data)")
     count = len(finite)
     return {"lr": lr, "awp_active": int(active is not None), "train_batch_loss": float(sums[0] / count),
             "train_batch_adv_acc": float(sums[1] / count)}
