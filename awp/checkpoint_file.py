@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from awp.errors import UserError
+from awp.data import dataset_spec
+from awp.errors import UserError, one_line
 from awp.io import atomic_torch_save
 from awp.models import build_model
 from awp.safety import (NONFINITE_HINT, check_finite, check_state, check_tensors, meta_skeleton, safe_load,
@@ -97,3 +98,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     meta["path"] = str(path)
     return model.to(map_location), meta
 
+
+def check_fits_data(arch: str, arch_kwargs: dict[str, Any], dataset: str, source: str) -> None:
+    """One line, before any data is read, unless the model takes the data set's images and has
+    one output per class: a forward of the architecture on the meta device (nothing allocated)."""
+    spec = dataset_spec(dataset)
+    skeleton = meta_skeleton(lambda: build_model(arch, **arch_kwargs), source=source).eval()
+    shape = (2, *spec.image_shape)
+    try:
+        with torch.no_grad():
+            out = skeleton(torch.empty(shape, device="meta"))
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"the model of {source} does not take {dataset} images ({' x '.join(map(str, shape[1:]))}, "
+                        f"C x H x W): {one_line(exc, 160)}") from None
+    if tuple(out.shape) != (2, spec.num_classes):
+        raise UserError(f"the model of {source} has {list(out.shape)[1:]} outputs per image, but {dataset} has "
+                        f"{spec.num_classes} classes")

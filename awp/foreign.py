@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 import torch
 
-from awp.checkpoint_file import FORMAT_VERSION, load_checkpoint, model_from_state, read_checkpoint
-from awp.data import dataset_spec, list_datasets
+from awp.checkpoint_file import FORMAT_VERSION, check_fits_data, load_checkpoint, model_from_state, read_checkpoint
+from awp.data import dataset_spec
 from awp.errors import UsageError, UserError
 from awp.io import atomic_torch_save, atomic_write_json, check_output_file, sha256_file
 from awp.registry import Registry
@@ -96,14 +96,6 @@ def load_foreign_state(src: str | Path, format: str) -> dict[str, torch.Tensor]:
 
 
 
-def _num_classes(dataset: str, state: dict[str, torch.Tensor]) -> int:
-    if dataset in list_datasets():
-        return dataset_spec(dataset).num_classes
-    # A data set we do not know: the classifier is the last 2-D weight of the state dict.
-    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    return int(last[-1].shape[0]) if last else 10
-
-
 def import_checkpoint(src: str | Path, *, format: str, arch: str, dataset: str, out: str | Path,
                       arch_kwargs: dict[str, Any] | None = None, normalize: bool | None = None,
                       threat: str = "Linf", method: str | None = None, awp_gamma: float | None = None,
@@ -122,24 +114,24 @@ def import_checkpoint(src: str | Path, *, format: str, arch: str, dataset: str, 
     tensors in the provenance instead of refusing them (and tells ``log``).
     """
     spec = FORMATS.get(format)
+    data = dataset_spec(dataset)  # an unknown data set: one line naming the closest, before anything is read
     src, out = Path(src), check_output_file(out, "--out")
     state = load_foreign_state(src, format)
     nonfinite = check_finite(state, str(src), allow=allow_nonfinite)
     if nonfinite and log is not None:
         log(nonfinite_warning(str(src), nonfinite))
     kwargs = dict(arch_kwargs or {})
-    num_classes = int(kwargs.pop("num_classes", _num_classes(dataset, state)))
+    num_classes = int(kwargs.pop("num_classes", data.num_classes))
+    kwargs.setdefault("in_channels", data.image_shape[0])
     if normalize is None:
         normalize = spec.normalized
     if normalize and "mean" not in kwargs and "std" not in kwargs:
-        if dataset not in list_datasets():
-            raise UsageError(f"no known input normalization of {spec.source} for data set {dataset!r}; "
-                             f"pass arch_kwargs mean/std or normalize=False")
-        mean, std = dataset_spec(dataset).mean, dataset_spec(dataset).std
+        mean, std = data.mean, data.std
         kwargs["mean"], kwargs["std"] = list(mean), list(std)
     dropped = sorted(k for k in state if k.startswith("sub_block1.")) if arch.startswith("wrn") else []
     state = {k: v for k, v in state.items() if k not in set(dropped)}
     model = model_from_state(arch, {**kwargs, "num_classes": num_classes}, state, str(src), max_params=max_params)
+    check_fits_data(arch, model.arch_kwargs, dataset, str(src))
     provenance = {"source": str(src.resolve()), "sha256": sha256_file(src), "format": format,
                   "repository": spec.source, "normalized_inputs": bool(normalize),
                   "dropped_keys": dropped, **({"nonfinite_weights": nonfinite} if nonfinite else {})}

@@ -24,7 +24,7 @@ from awp.data import DataSplits, ImageSet, build_dataset, load_unlabeled, pseudo
 from awp.errors import UsageError
 from awp.io import check_output_file, sha256_file
 from awp.metrics import AttackSpec, metric_attack
-from awp.checkpoint_file import load_checkpoint
+from awp.checkpoint_file import check_fits_data, load_checkpoint
 from awp.robustbench import ROBUSTBENCH_PREFIX, load_robustbench
 from awp.safety import nonfinite_warning
 
@@ -105,8 +105,11 @@ def load_run(spec: str | Path, device: str | torch.device = "cpu", *, data_dir: 
     else:
         model, meta = load_checkpoint(spec, map_location=device, **checks)
         meta["sha256"] = sha256_file(spec)
-    return LoadedCheckpoint(model=model, meta=meta, config=_stored_config(meta), source=text, data_dir=data_dir,
-                            download=download, _data=data)
+    config = _stored_config(meta)
+    if not text.startswith(ROBUSTBENCH_PREFIX):
+        check_fits_data(meta["arch"], meta["arch_kwargs"], config.dataset, text)
+    return LoadedCheckpoint(model=model, meta=meta, config=config, source=text, data_dir=data_dir, download=download,
+                            _data=data)
 
 
 def pseudo_label_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, source: str = "pool",

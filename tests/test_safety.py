@@ -79,7 +79,7 @@ def files(tmp_path_factory):
     nan_state["fc.weight"][3, 5] = float("nan")
     torch.save({**payload, "model": nan_state}, d / "nan.pt")
     torch.save({k: v for k, v in nan_state.items()}, d / "nan_foreign.pt")
-    # 4. a foreign state dict whose classifier asks for 2e9 classes (import reads num_classes from it)
+    # 4. a foreign state dict whose classifier holds 2e9 classes (stride 0: a file of a few KB)
     rgb = build_model("smallcnn").state_dict()
     rgb.update(_expanded({"fc.weight": torch.Size([2_000_000_000, 64]), "fc.bias": torch.Size([2_000_000_000])},
                          {"fc.weight": torch.float32, "fc.bias": torch.float32}))
@@ -162,12 +162,13 @@ def test_huge_architecture_is_refused_by_the_commands(files, tmp_path, capsys):
                  ["eval", files / "huge_expanded.pt", "--out", tmp_path / "e.json"],
                  ["landscape", files / "huge_expanded.pt", "--out", tmp_path / "land", *LAND],
                  ["import-checkpoint", files / "huge_foreign.pt", "--format", "mart", "--arch", "smallcnn",
-                  "--dataset", "custom", "--out", tmp_path / "imported.pt"]):
+                  "--dataset", "cifar10", "--out", tmp_path / "imported.pt"]):
         assert awp_cli.main([str(a) for a in argv]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert "do not fit the architecture" in err or "over the limit" in err, err
-    assert "the first tensor past the limit is fc.weight [2000000000, 64]" in err
+    # the data set says 10 classes: the stored 2e9-class classifier is refused before anything is allocated
+    assert "wrong shape (fc.weight: stored [2000000000, 64], the architecture's [10, 64]" in err
     assert not list(tmp_path.iterdir())
 
 
@@ -192,7 +193,7 @@ def test_huge_architecture_costs_less_memory_than_a_healthy_evaluation(files, tm
                ["-m", "awp_cli", "eval", str(files / "huge_expanded.pt"), "--out", str(tmp_path / "e.json")],
                ["-m", "awp_cli", "landscape", str(files / "huge_expanded.pt"), "--out", str(tmp_path / "l"), *LAND],
                ["-m", "awp_cli", "import-checkpoint", str(files / "huge_foreign.pt"), "--format", "mart", "--arch",
-                "smallcnn", "--dataset", "custom", "--out", str(tmp_path / "i.pt")]]
+                "smallcnn", "--dataset", "cifar10", "--out", str(tmp_path / "i.pt")]]
     for args in crafted:
         code, peak, seconds, err = _peak(args, tmp_path)
         assert code == 1 and ("over the limit" in err or "do not fit" in err), err
@@ -217,7 +218,7 @@ def test_nonfinite_tensors_reads_each_stored_value_once():
     ["measures", "{d}/nan.pt", "--out", "{t}/m", *MEAS],
     ["pseudo-label", "{d}/nan.pt", "--out", "{t}/pl.npz"],
     ["export", "{d}/nan.pt", "--out", "{t}/rb.pt"],
-    ["import-checkpoint", "{d}/nan_foreign.pt", "--format", "mart", "--arch", "smallcnn", "--dataset", "custom",
+    ["import-checkpoint", "{d}/nan_foreign.pt", "--format", "mart", "--arch", "smallcnn", "--dataset", "digits",
      "--out", "{t}/i.pt"],
 ], ids=lambda argv: argv[0])
 def test_nan_weights_are_refused_by_every_command(files, tmp_path, capsys, argv):
@@ -311,7 +312,7 @@ def test_allow_nonfinite_import_records_the_names(files, tmp_path):
     from awp.foreign import import_checkpoint
 
     messages = []
-    out = import_checkpoint(files / "nan_foreign.pt", format="mart", arch="smallcnn", dataset="custom",
+    out = import_checkpoint(files / "nan_foreign.pt", format="mart", arch="smallcnn", dataset="digits",
                             arch_kwargs={"in_channels": 1}, out=tmp_path / "i.pt", allow_nonfinite=True,
                             log=messages.append)
     assert read_checkpoint(out, allow_nonfinite=True)["provenance"]["nonfinite_weights"] == ["fc.weight"]
@@ -423,7 +424,7 @@ OUTPUT_CASES = [
     (["eval", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.evaluate:evaluate_checkpoint", "is a folder"),
     (["eval", "{d}/good.pt", "--out", "{d}/a_file/e.json"], "awp.evaluate:evaluate_checkpoint", "is a file"),
     (["pseudo-label", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.loaded:load_run", "is a folder"),
-    (["import-checkpoint", "{d}/nan_foreign.pt", "--format", "mart", "--arch", "smallcnn", "--dataset", "custom",
+    (["import-checkpoint", "{d}/nan_foreign.pt", "--format", "mart", "--arch", "smallcnn", "--dataset", "digits",
       "--out", "{d}/a_file/i.pt"], "awp.foreign:load_foreign_state", "is a file"),
     (["export", "{d}/good.pt", "--out", "{d}/a_folder"], "awp.foreign:read_checkpoint", "is a folder"),
     (["train", "--preset", "digits-at", "epochs=1", "--out", "{d}/a_file/run"], "awp.train:build_dataset", "is a file"),
