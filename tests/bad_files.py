@@ -1,10 +1,14 @@
 """Bad and crafted inputs shared by the bad-input table (tests/test_bad_inputs.py) and the
 safe-loading tests (tests/test_reliability.py): a tiny real run (val_size=0, so it has no
-validation split) plus empty, truncated, garbage, wrong-architecture, foreign and crafted files."""
+validation split) plus empty, truncated, garbage, wrong-architecture, foreign and crafted files,
+damaged copies of the run, checkpoints that do not fit their data set, re-packed archives and
+symlinks that lead nowhere."""
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -57,4 +61,41 @@ def make_bad_files(d: Path) -> Path:
     (single / "epoch_001.pt").write_bytes(data)
     assert awp_cli.main(["landscape", str(single / "epoch_001.pt"), "--out", str(single / "land"), "--directions", "1",
                          "--alphas", "-0.5,0,0.5", "--samples", "16", "--steps", "1", "--quiet"]) == 0
+    _make_damaged_runs(run, d / "damaged")
+    _make_misfits(payload, d)
     return d
+
+
+def repack(src: Path, dst: Path) -> None:
+    """``src`` (a torch.save archive) re-zipped with its records deflated: what torch.load still reads."""
+    with zipfile.ZipFile(src) as archive, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in archive.infolist():
+            out.writestr(info.filename, archive.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
+
+
+def _make_damaged_runs(run: Path, runs: Path) -> None:
+    """Copies of the tiny run, each damaged in one way a --resume must refuse with one line."""
+    last = torch.load(run / "last.pt", weights_only=True)
+    for name, change in (("no_optimizer", lambda p: {k: v for k, v in p.items() if k != "optimizer"}),
+                         ("text_epoch", lambda p: {**p, "epoch": "abc"}),
+                         ("other_lr", lambda p: {**p, "config": {**p["config"], "lr": 0.5}})):
+        copy = runs / name
+        shutil.copytree(run, copy)
+        torch.save(change(last), copy / "last.pt")
+    (runs / "other_lr" / "config.json").unlink()  # only last.pt still says which config the run had
+    shutil.copytree(run, runs / "bad_json")
+    (runs / "bad_json" / "config.json").write_text('{"epochs": 2,')
+
+
+def _make_misfits(payload: dict, d: Path) -> None:
+    """Checkpoints that do not fit their data set, re-packed archives, and symlinks to nowhere."""
+    from awp.models import build_model
+
+    for name, kwargs in (("rgb_digits", {"in_channels": 3}), ("three_classes", {"num_classes": 3})):
+        model = build_model("smallcnn", **{**payload["arch_kwargs"], "mean": None, "std": None, **kwargs})
+        torch.save({**payload, "model": model.state_dict(), "arch_kwargs": model.arch_kwargs}, d / f"{name}.pt")
+    torch.save(build_model("smallcnn").state_dict(), d / "rgb_foreign.pt")
+    repack(d / "good.pt", d / "bomb.pt")
+    os.symlink(d / "loop_b", d / "loop_a")
+    os.symlink(d / "loop_a", d / "loop_b")
+    os.symlink(d / "nowhere", d / "dangling")

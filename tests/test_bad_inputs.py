@@ -22,6 +22,9 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 L = ["--directions", "1", "--alphas", "-0.5,0,0.5", "--samples", "16", "--steps", "1", "--quiet"]
+M = ["--measures", "weight_norm", "--samples", "16", "--steps", "1", "--quiet"]
+TINY = ["--preset", "digits-at", "epochs=2", "save_every=1", "eval_steps=1", "val_size=0", "train_subset=100"]
+BIG = str(2**64)
 CASES = [
     # awp landscape
     ("landscape: empty alpha range", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "1:-1:0"], 2, "--alphas"),
@@ -112,6 +115,62 @@ CASES = [
      "not found"),
     ("correlate: not a training run", ["correlate", "--runs", "{d}/junk"], 1, "no training run"),
     ("unknown command", ["fly"], 2, "invalid choice"),
+    # issue 18: every value checked where a config or a flag enters, before any work
+    ("train: infinite lr", ["train", *TINY, "lr=inf", "--out", "{out}"], 2, "lr=inf is not a finite number"),
+    ("train: infinite beta", ["train", *TINY, "beta=inf", "--out", "{out}"], 2, "beta=inf is not a finite number"),
+    ("train: infinite step", ["train", *TINY, "step_size=inf", "--out", "{out}"], 2, "step_size=inf is not a finite"),
+    ("train: zero eval batch", ["train", *TINY, "eval_batch_size=0", "--out", "{out}"], 2, "eval_batch_size must be >= 1"),
+    ("train: milestones not numbers", ["train", *TINY, 'lr_milestones=["a"]', "--out", "{out}"], 2,
+     "lr_milestones must be a list of fractions"),
+    ("train: a model over the size limit", ["train", *TINY, 'model_kwargs={{"channels": [99999, 99999, 99999]}}',
+                                            "--out", "{out}"], 1, "over the limit of 1,000,000,000"),
+    ("train: seed past 64 bits", ["train", *TINY, "--seed", BIG, "--out", "{out}"], 2, "seed must be <= "),
+    ("eval: seed past 64 bits", ["eval", "{d}/good.pt", "--seed", BIG, "--out", "{out}/e.json"], 2, "seed must be <= "),
+    ("landscape: seed past 64 bits", ["landscape", "{d}/good.pt", "--out", "{out}", "--seed", BIG, *L], 2,
+     "--seed must be <= "),
+    ("measures: seed past 64 bits", ["measures", "{d}/good.pt", "--out", "{out}", "--sample-seed", BIG, *M], 2,
+     "--sample-seed must be <= "),
+    ("measures: --set not a number", ["measures", "{d}/good.pt", "--out", "{out}", "--set", "average_sharpness.xi=abc"],
+     2, "average_sharpness.xi='abc' is not a valid float"),
+    ("landscape: NaN radius", ["landscape", "{d}/good.pt", "--out", "{out}", "--radius", "nan", *L], 2,
+     "--radius=nan is not a finite number"),
+    ("landscape: negative radius", ["landscape", "{d}/good.pt", "--out", "{out}", "--radius", "-1", *L], 2,
+     "--radius must be a finite number > 0"),
+    ("landscape: alphas named once", ["landscape", "{d}/good.pt", "--out", "{out}", "--alphas", "x"], 2, "bad --alphas 'x'"),
+    # issue 18: checkpoints that do not fit their data set, archives that unpack to more than they hold
+    ("eval: 3-channel model labelled digits", ["eval", "{d}/rgb_digits.pt", "--out", "{out}/e.json"], 1,
+     "does not take digits images (1 x 8 x 8"),
+    ("landscape: 3-class model labelled digits", ["landscape", "{d}/three_classes.pt", "--out", "{out}", *L], 1,
+     "has [3] outputs per image, but digits has 10 classes"),
+    ("import-checkpoint: 3-channel model for digits", ["import-checkpoint", "{d}/rgb_foreign.pt", "--format", "mart",
+                                                       "--arch", "smallcnn", "--dataset", "digits", "--out",
+                                                       "{out}/i.pt"], 1, "wrong shape (features.0.weight"),
+    ("import-checkpoint: unknown data set", ["import-checkpoint", "{d}/rgb_foreign.pt", "--format", "mart", "--arch",
+                                             "smallcnn", "--dataset", "nonsense", "--out", "{out}/i.pt"], 2,
+     "unknown data set 'nonsense'"),
+    ("import-checkpoint: a format's typo", ["import-checkpoint", "{d}/rgb_foreign.pt", "--format", "trade", "--arch",
+                                            "smallcnn", "--dataset", "cifar10", "--out", "{out}/i.pt"], 2,
+     "did you mean trades?"),
+    ("eval: compressed archive", ["eval", "{d}/bomb.pt", "--out", "{out}/e.json"], 1, "is compressed"),
+    ("import-checkpoint: compressed archive", ["import-checkpoint", "{d}/bomb.pt", "--format", "mart", "--arch",
+                                               "smallcnn", "--dataset", "digits", "--out", "{out}/i.pt"], 1,
+     "is compressed"),
+    # issue 18: output locations refused before any work
+    ("landscape: --out a symlink loop", ["landscape", "{d}/good.pt", "--out", "{d}/loop_a", *L], 1, "a symlink loop"),
+    ("measures: --out a dangling symlink", ["measures", "{d}/good.pt", "--out", "{d}/dangling", *M], 1,
+     "dangling is a symlink to"),
+    ("train: --out a dangling symlink", ["train", *TINY, "--out", "{d}/dangling"], 1, "which does not exist"),
+    ("eval: --out too long for its temporary file", ["eval", "{d}/good.pt", "--attacks", "clean", "--out",
+                                                     "{out}/" + "e" * 240 + ".json"], 1, "over the file system's"),
+    # issue 18: run folders that --resume must not continue
+    ("train: resume without optimizer state", ["train", *TINY, "--out", "{d}/damaged/no_optimizer", "--resume"], 1,
+     "has no 'optimizer'"),
+    ("train: resume with an epoch that is text", ["train", *TINY, "--out", "{d}/damaged/text_epoch", "--resume"], 1,
+     "its 'epoch' is 'abc', not a int"),
+    ("train: resume another lr, config.json deleted", ["train", *TINY, "lr=0.01", "--out", "{d}/damaged/other_lr",
+                                                        "--resume"], 2, "last.pt (differs in: lr)"),
+    ("train: resume with a corrupt config.json", ["train", *TINY, "--out", "{d}/damaged/bad_json", "--resume"], 1,
+     "config.json is not readable JSON"),
 ]
 
 
