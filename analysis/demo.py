@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import json
 import multiprocessing
 import os
 import time
@@ -261,8 +260,9 @@ def _setup(run_dir: Path) -> dict[str, Any]:
     from awp.data import build_dataset
 
     from analysis.overfitting import decay_epochs
+    from analysis.readers import read_config
 
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = config_from_dict(read_config(run_dir))
     data = build_dataset(config.dataset, val_size=config.val_size, train_subset=config.train_subset,
                          split_seed=config.split_seed)
     return {"dataset": config.dataset, "train_images": len(data.train), "val_images": len(data.val or []),

@@ -8,14 +8,12 @@ against its base method at the last checkpoint; the gamma sweep.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.catalog import read_metrics
 from analysis.overfitting import overfitting_stats
+from analysis.readers import read_config, read_metrics
 from analysis.seeds import CONFIDENCE, mean_sd, paired_difference
 
 INTERVAL = "Student t-interval of the per-seed differences"
@@ -80,8 +78,8 @@ def _overfitting(catalog: pd.DataFrame) -> dict[str, Any]:
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for name in ("at", "at-awp"):
         for run_dir, g in _rows(catalog, name).groupby("run_dir"):
-            config = json.loads((Path(run_dir) / "config.json").read_text())
-            runs.setdefault(name, {})[int(g["seed"].iloc[0])] = overfitting_stats(read_metrics(run_dir), config)
+            stats = overfitting_stats(read_metrics(run_dir), read_config(run_dir))
+            runs.setdefault(name, {})[int(g["seed"].iloc[0])] = stats
     if "at" not in runs:
         return {}
     at = runs["at"]
