@@ -36,7 +36,7 @@ from analysis.readers import (MEASURED_SPLITS, METRIC_COLUMNS, QUANTITIES, check
 from awp.errors import UserError, one_line
 
 __all__ = ["COLUMNS", "MEASURED_SPLITS", "METRIC_COLUMNS", "QUANTITIES", "add_labels", "collect_landscapes",
-           "collect_measures", "collect_runs", "find_runs", "read_metrics",
+           "collect_measures", "collect_runs", "find_runs", "join_landscapes", "legend_label", "read_metrics",
            "unique_checkpoints"]
 METHOD_NAMES = {"at": "AT", "trades": "TRADES", "mart": "MART", "rst": "RST", "standard": "Standard"}
 COLUMNS = (["run", "label", "method", "awp_gamma", "awp_kind", "epoch", "is_best", "is_last", "file",
@@ -198,11 +198,22 @@ class _Recompute:
 
 
 # -------------------------------------------------------------------------------------- labels
+RANDOM_SUFFIX = "-RWP"  # the labels' mark of random weight perturbation (awp_kind 'random')
+
+
 def _base_label(method: str, gamma: float, kind: str) -> str:
     name = METHOD_NAMES.get(str(method).lower(), str(method).upper())
     if gamma and gamma > 0:
-        name += "-RWP" if kind == "random" else "-AWP"
+        name += RANDOM_SUFFIX if kind == "random" else "-AWP"
     return name
+
+
+def legend_label(label: str) -> str:
+    """A label as a legend shows it: random weight perturbation spelled out ('AT-RWP' -> 'AT +
+    random weight perturbation'), since RWP also abbreviates Yu et al.'s Robust Weight Perturbation.
+    The catalog and its CSVs keep the short label."""
+    base, sep, rest = label.partition(RANDOM_SUFFIX)
+    return f"{base} + random weight perturbation{rest}" if sep else label
 
 
 def add_labels(df: pd.DataFrame) -> pd.Series:
@@ -238,20 +249,28 @@ def collect_runs(runs: str | Path | Iterable[str | Path], landscapes: str | Path
     df["gap"] = df["train_robust_acc"] - df["test_robust_acc"]
     df["label"] = add_labels(df)
 
-    lands = collect_landscapes(landscapes)
+    df = join_landscapes(df, collect_landscapes(landscapes))
+    measured = collect_measures(measures)  # prefixed: a measure may share a landscape scalar's name
+    df = df.merge(measured.rename(columns={c: MEASURE_PREFIX + c for c in measured.columns if c != "sha256"}),
+                  on="sha256", how="left")
+
+    df = df.sort_values(["run", "epoch", "is_best", "file"], kind="stable").reset_index(drop=True)
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + extra]
+
+
+def join_landscapes(df: pd.DataFrame, lands: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the landscapes ``lands`` (:func:`collect_landscapes`) joined by sha256, replacing
+    any landscape columns it had: flatness scalars, ``landscape_dir`` and ``landscape_source``, and
+    best.pt rows borrowing their epoch twin's landscape (module docstring)."""
+    df = df.drop(columns=[c for c in lands.columns if c != "sha256" and c in df.columns])
     df = df.merge(lands, on="sha256", how="left")
     for col in ("sharpness", "curvature", "landscape_dir"):
         if col not in df:
             df[col] = np.nan
     df["landscape_source"] = np.where(df["landscape_dir"].notna(), df["file"], None)
-    measured = collect_measures(measures)  # prefixed: a measure may share a landscape scalar's name
-    df = df.merge(measured.rename(columns={c: MEASURE_PREFIX + c for c in measured.columns if c != "sha256"}),
-                  on="sha256", how="left")
     _borrow_best_landscape(df, [c for c in lands.columns if c != "sha256"])
-
-    df = df.sort_values(["run", "epoch", "is_best", "file"], kind="stable").reset_index(drop=True)
-    extra = [c for c in df.columns if c not in COLUMNS]
-    return df[COLUMNS + extra]
+    return df
 
 
 def _run_rows(folder: Path, name: str, recomputer: "_Recompute", recompute: bool) -> list[dict[str, Any]]:

@@ -80,8 +80,10 @@ def test_correlate_groupby_one_row_per_group_matches_functional_form():
     whole = correlate(df, n_boot=50)
     assert len(whole) == 1 and whole.loc[0, "group"] == "all"
     assert whole.loc[0, "kendall"] == pytest.approx(correlation(x, y, n_boot=50)["kendall"])
-    with pytest.raises(UsageError, match="no column"):
+    with pytest.raises(UsageError, match="unknown column 'nope'; choose from: sharpness, gap, run"):
         correlate(df, x="nope")
+    with pytest.raises(UsageError, match="unknown column 'sharpnes'; did you mean sharpness"):
+        correlate(df, x="sharpnes")
 
 
 def test_labels_name_methods_kinds_and_sweeps():
