@@ -127,12 +127,14 @@ def plot_measure_ranking(ranking: pd.DataFrame, path: str | Path) -> list[Path]:
     png = Path(path)
     ypos = np.arange(len(table))[::-1]  # the strongest on top
     level = f"{100 * float(table['ci'].iloc[0]):g}%" if "ci" in table else "confidence"
-    tau = table["kendall"].to_numpy(float)
-    err = np.nan_to_num(np.vstack([tau - table["kendall_lo"].to_numpy(float),
-                                   table["kendall_hi"].to_numpy(float) - tau]))
+    tau, lo, hi = (table[c].to_numpy(float) for c in ("kendall", "kendall_lo", "kendall_hi"))
+    # A percentile bootstrap interval need not contain the estimate (a few tied points): the bars
+    # reach from tau towards each end, clipped at tau, and the interval itself is drawn beneath them.
+    err = np.clip(np.nan_to_num(np.vstack([tau - lo, hi - tau])), 0, None)
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6.4, 1.5 + 0.3 * len(table)), layout="constrained")
         ax = fig.add_subplot()
+        ax.hlines(ypos, lo, hi, color="#a6cee3", lw=2)
         ax.errorbar(tau, ypos, xerr=err, fmt="o", ms=4, color="#1f78b4", ecolor="#a6cee3", elinewidth=2,
                     capsize=2, label=f"Kendall τ over all checkpoints (bootstrap {level} interval)")
         if "granulated_tau" in table and np.isfinite(table["granulated_tau"].to_numpy(float)).any():
