@@ -10,8 +10,9 @@
 A hand-edited or damaged file (an empty or binary ``metrics.csv``, a column of words where numbers
 belong, ``epoch: "abc"`` in a checkpoint, a config that is not a JSON object) is one
 :class:`~awp.errors.UserError` line naming the file and what is wrong (exit status 1), never a
-traceback; the type checks are :func:`landscape.io.check_fields`, the ones ``landscape.json``
-gets from :func:`landscape.io.read_result`.
+traceback; the checks are :func:`landscape.io.check_fields` and
+:func:`landscape.io.numeric_columns`, the ones :func:`landscape.io.read_result` gives
+``landscape.json`` and ``landscape.csv``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from awp.errors import UserError, one_line
-from landscape.io import check_fields
+from landscape.io import check_fields, numeric_columns
 
 CONFIG, METRICS = "config.json", "metrics.csv"
 MEASURED_SPLITS = ("train", "test")  # the two splits of the gap
@@ -75,15 +76,7 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
         raise UserError(f"cannot read {path}: {one_line(exc, 200)}") from exc
     if "epoch" not in m.columns:
         raise UserError(f"{path} has no 'epoch' column (expected one row per epoch, as `awp train` writes it)")
-    for col in m.columns:
-        if col in TEXT_COLUMNS or pd.api.types.is_numeric_dtype(m[col]):
-            continue
-        numbers = pd.to_numeric(m[col], errors="coerce")
-        words = m[col][m[col].notna() & numbers.isna()]
-        if len(words):
-            raise UserError(f"{path}: column {col!r} must hold numbers, got {words.iloc[0]!r} "
-                            f"on line {int(words.index[0]) + 2}")
-        m[col] = numbers
+    m = numeric_columns(path, m, [c for c in m.columns if c not in TEXT_COLUMNS])
     if {"train_robust_acc", "test_robust_acc"} <= set(m.columns):
         m["gap"] = m["train_robust_acc"] - m["test_robust_acc"]
     return m

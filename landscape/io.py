@@ -22,8 +22,8 @@ once both files are in place, carries the run on.
 Reading a finished result (:func:`read_result`) checks what it returns: a hand-edited or damaged
 ``landscape.json`` (``flatness`` a list, ``settings.attack`` a string, a sample count that is not a
 whole number, ...) or a table whose columns are not numbers is one :class:`UserError` line naming
-the file and the value. :func:`check_fields` is that check, shared with the readers of
-``analysis``. :func:`load_done`, the cache's reader, instead counts anything unreadable as nothing
+the file and the value. :func:`check_fields` and :func:`numeric_columns` are those checks, shared
+with the readers of ``analysis``. :func:`load_done`, the cache's reader, instead counts anything unreadable as nothing
 done: the points are computed again.
 """
 from __future__ import annotations
@@ -180,14 +180,29 @@ def _check_info(path: Path, info: Any) -> None:
     check_fields(path, settings.get("attack") or {}, ATTACK_FIELDS, "settings.attack.")
 
 
-def _check_table(path: Path, df: "pd.DataFrame") -> None:
-    from pandas.api.types import is_numeric_dtype
+def numeric_columns(path: str | Path, df: "pd.DataFrame", columns: Any) -> "pd.DataFrame":
+    """``df`` (read from the CSV ``path``) with each of ``columns`` that it has as numbers (an
+    empty cell, ``nan`` or ``inf`` is a number); a cell that is not is one :class:`UserError` line
+    naming the file, the column, the value and its line."""
+    import pandas as pd
 
+    for col in (c for c in columns if c in df.columns):
+        if pd.api.types.is_numeric_dtype(df[col]):
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        words = df[col][df[col].notna() & values.isna()]
+        if len(words):
+            raise UserError(f"{path}: column {col!r} must hold numbers, got {words.iloc[0]!r} "
+                            f"on line {int(words.index[0]) + 2}")  # line 1 is the header
+        df[col] = values
+    return df
+
+
+def _check_table(path: Path, df: "pd.DataFrame") -> "pd.DataFrame":
     missing = [c for c in ("alpha", "loss") if c not in df.columns]
     if missing:
         raise UserError(f"{path} has no {missing[0]!r} column (expected {', '.join(TABLE_COLUMNS)})")
-    for col in (c for c in TABLE_COLUMNS if c in df.columns and not is_numeric_dtype(df[c])):
-        raise UserError(f"{path}: column {col!r} must hold numbers, got {df[col].dropna().iloc[0]!r}")
+    return numeric_columns(path, df, TABLE_COLUMNS)
 
 
 def read_result(folder: str | Path) -> "tuple[pd.DataFrame, dict[str, Any]]":
@@ -213,5 +228,4 @@ def read_result(folder: str | Path) -> "tuple[pd.DataFrame, dict[str, Any]]":
         df = pd.read_csv(folder / CSV)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {folder / CSV}: {one_line(exc, 200)}") from exc
-    _check_table(folder / CSV, df)
-    return df, info
+    return _check_table(folder / CSV, df), info
