@@ -203,6 +203,24 @@ def test_figures_command_on_foreign_runs(runs, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_landscapes_joined_by_make_figures_equal_the_catalogs(runs, tmp_path):
+    """make_figures(landscapes=...) on a catalog without them joins them as collect_runs does (one
+    join: best.pt borrows its epoch twin's landscape), so the figures' tables are the same."""
+    from analysis.figures import make_figures
+
+    joined = collect_runs(runs / "runs", runs / "landscapes")
+    assert joined.loc[joined["is_best"], "landscape_source"].str.startswith("epoch_").all()  # borrowed
+    a = make_figures(joined, tmp_path / "a", n_boot=20, only=["fig_at_epochs", "fig_methods"])
+    b = make_figures(collect_runs(runs / "runs"), tmp_path / "b", landscapes=runs / "landscapes", n_boot=20,
+                     only=["fig_at_epochs", "fig_methods"])
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == 7
+    for path in a:
+        if path.suffix == ".csv":
+            assert path.read_text() == (tmp_path / "b" / path.name).read_text(), path.name
+    assert "early stop" in (tmp_path / "b" / "fig_methods.csv").read_text()
+
+
+@pytest.mark.slow
 def test_figures_skip_what_runs_do_not_allow(runs, tmp_path):
     from analysis.figures import make_figures
 
