@@ -113,7 +113,8 @@ def _pairs(catalog: pd.DataFrame, gammas: dict[str, float]) -> list[dict[str, An
 
 
 def _sweep(catalog: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
-    """AT, AT-AWP, the gamma sweep and RWP at the last checkpoint: mean and sd over their seeds."""
+    """AT, AT-AWP, the gamma sweep and random weight perturbation at the last checkpoint: mean and
+    sd over their seeds."""
     sweep = []
     for name in names:
         last = _last(catalog, name)
