@@ -36,11 +36,11 @@ class NoCorrelation(UsageError):
 
 def check_columns(df: pd.DataFrame, columns: Sequence[str], kind: str = "column") -> None:
     """One :class:`UsageError` line for the first of ``columns`` that ``df`` lacks, naming the
-    closest columns it has (:func:`awp.registry.unknown_name`)."""
+    closest columns it has and then all of them (:func:`awp.registry.unknown_name`)."""
     names = [str(c) for c in df.columns]
     for col in columns:
         if col not in df.columns:
-            raise unknown_name(kind, col, names)
+            raise unknown_name(kind, col, names, listing=", ".join(names))  # a catalog has more than 16
 
 
 def _check(n: int, x: str, y: str) -> None:

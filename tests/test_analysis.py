@@ -84,6 +84,10 @@ def test_correlate_groupby_one_row_per_group_matches_functional_form():
         correlate(df, x="nope")
     with pytest.raises(UsageError, match="unknown column 'sharpnes'; did you mean sharpness"):
         correlate(df, x="sharpnes")
+    wide = df.assign(**{f"measure_{i}": 0.0 for i in range(20)})  # a catalog has more columns than a list shows
+    with pytest.raises(UsageError) as exc:
+        correlate(wide, x="zzz")
+    assert str(exc.value) == f"unknown column 'zzz'; 23 columns: {', '.join(wide.columns)}"
 
 
 def test_labels_name_methods_kinds_and_sweeps():
