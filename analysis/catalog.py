@@ -14,6 +14,11 @@ epoch exists (the two files differ in bytes because best.pt records ``selected_o
 always have ``is_best=False``. Since best.pt and epoch_NNN.pt of the same run and epoch hold the same
 weights (both are written at the end of that epoch), a best.pt without its own landscape borrows
 the landscape scalars of that epoch file; ``landscape_source`` says which file's landscape a row uses.
+
+Every file is read through a checking reader (:mod:`analysis.readers` for config.json, checkpoint
+metadata and measures.json; :func:`landscape.io.read_result` for landscape.json): a damaged one is
+one line naming it, never a row silently left out. :func:`read_metrics` and :data:`METRIC_COLUMNS`
+live in :mod:`analysis.readers` and are importable from here.
 """
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from awp.errors import UserError
+from analysis.readers import (MEASURED_SPLITS, METRIC_COLUMNS, QUANTITIES, check_checkpoint, read_config,
+                              read_measures, read_metrics)
+from awp.errors import UserError, one_line
 
-MEASURED_SPLITS = ("train", "test")  # the two splits of the gap
-QUANTITIES = ("clean_acc", "clean_loss", "robust_acc", "robust_loss")
-METRIC_COLUMNS = [f"{s}_{q}" for s in MEASURED_SPLITS for q in QUANTITIES]
+__all__ = ["COLUMNS", "MEASURED_SPLITS", "METRIC_COLUMNS", "QUANTITIES", "add_labels", "collect_landscapes",
+           "collect_measures", "collect_runs", "find_runs", "join_landscapes", "legend_label", "read_metrics",
+           "unique_checkpoints"]
 METHOD_NAMES = {"at": "AT", "trades": "TRADES", "mart": "MART", "rst": "RST", "standard": "Standard"}
 COLUMNS = (["run", "label", "method", "awp_gamma", "awp_kind", "epoch", "is_best", "is_last", "file",
             "path", "sha256", "dataset", "arch"] + METRIC_COLUMNS
@@ -111,15 +118,12 @@ def collect_landscapes(landscapes: str | Path | Iterable[str | Path] | None) -> 
         if not root.exists():
             raise UserError(f"landscapes folder not found: {root}")
         for folder in lio.find_results(root):
-            try:
-                _, info = lio.read_result(folder)
-            except UserError:
-                continue  # a torn or foreign result: ignore it rather than fail the whole catalog
+            _, info = lio.read_result(folder)  # checked: a damaged result is one line, not a lost row
             sha = info.get("checkpoint_sha256")
-            if not isinstance(sha, str):
-                continue
-            flat = {k: (float(v) if isinstance(v, (int, float)) else np.nan)
-                    for k, v in (info.get("flatness") or {}).items() if v is None or isinstance(v, (int, float))}
+            if sha is None:
+                raise UserError(f"{folder / lio.JSON} names no checkpoint (no checkpoint_sha256), so it cannot "
+                                f"be joined to one")
+            flat = {k: np.nan if v is None else float(v) for k, v in (info.get("flatness") or {}).items()}
             settings = info.get("settings") or {}
             provenance = {"landscape_attack": (settings.get("attack") or {}).get("name"),
                           "landscape_split": settings.get("split"), "landscape_samples": settings.get("samples")}
@@ -143,13 +147,8 @@ def collect_measures(measures: str | Path | Iterable[str | Path] | None) -> pd.D
         if not root.exists():
             raise UserError(f"measures folder not found: {root}")
         for f in ([root] if root.is_file() else sorted(root.rglob("measures.json"))):
-            try:
-                info = json.loads(f.read_text())
-                values = {k: float(v["value"]) if v.get("value") is not None else np.nan
-                          for k, v in info["measures"].items()}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                continue  # a torn or foreign file: ignore it rather than fail the whole catalog
-            rows.append({"sha256": info.get("checkpoint_sha256"), "_mtime": f.stat().st_mtime, **values})
+            sha, values = read_measures(f)  # checked: a damaged file is one line, not a lost row
+            rows.append({"sha256": sha, "_mtime": f.stat().st_mtime, **values})
     if not rows:
         return pd.DataFrame(columns=["sha256"])
     df = pd.DataFrame(rows).sort_values("_mtime").drop_duplicates("sha256", keep="last")
@@ -184,7 +183,11 @@ class _Recompute:
         runtime = resolve_runtime(self.device)
         if not isinstance(payload.get("config"), dict):
             raise UserError(f"{path} has no metrics and no training config to recompute them from")
-        config = config_from_dict(payload["config"])
+        try:
+            config = config_from_dict(payload["config"])
+        except UserError as exc:  # the stored config's own fault, not the command's usage: exit 1
+            raise UserError(f"{path}: its training config cannot rebuild the run to recompute its metrics: "
+                            f"{one_line(exc)}") from exc
         key = json.dumps([config.dataset, config.data_dir, config.val_size, config.train_subset,
                           config.split_seed], default=str)
         run = load_run(path, runtime.device, data=self._data.get(key))
@@ -196,11 +199,22 @@ class _Recompute:
 
 
 # -------------------------------------------------------------------------------------- labels
+RANDOM_SUFFIX = "-RWP"  # the labels' mark of random weight perturbation (awp_kind 'random')
+
+
 def _base_label(method: str, gamma: float, kind: str) -> str:
     name = METHOD_NAMES.get(str(method).lower(), str(method).upper())
     if gamma and gamma > 0:
-        name += "-RWP" if kind == "random" else "-AWP"
+        name += RANDOM_SUFFIX if kind == "random" else "-AWP"
     return name
+
+
+def legend_label(label: str) -> str:
+    """A label as a legend shows it: random weight perturbation spelled out ('AT-RWP' -> 'AT +
+    random weight perturbation'), since RWP also abbreviates Yu et al.'s Robust Weight Perturbation.
+    The catalog and its CSVs keep the short label."""
+    base, sep, rest = label.partition(RANDOM_SUFFIX)
+    return f"{base} + random weight perturbation{rest}" if sep else label
 
 
 def add_labels(df: pd.DataFrame) -> pd.Series:
@@ -236,20 +250,28 @@ def collect_runs(runs: str | Path | Iterable[str | Path], landscapes: str | Path
     df["gap"] = df["train_robust_acc"] - df["test_robust_acc"]
     df["label"] = add_labels(df)
 
-    lands = collect_landscapes(landscapes)
+    df = join_landscapes(df, collect_landscapes(landscapes))
+    measured = collect_measures(measures)  # prefixed: a measure may share a landscape scalar's name
+    df = df.merge(measured.rename(columns={c: MEASURE_PREFIX + c for c in measured.columns if c != "sha256"}),
+                  on="sha256", how="left")
+
+    df = df.sort_values(["run", "epoch", "is_best", "file"], kind="stable").reset_index(drop=True)
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + extra]
+
+
+def join_landscapes(df: pd.DataFrame, lands: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the landscapes ``lands`` (:func:`collect_landscapes`) joined by sha256, replacing
+    any landscape columns it had: flatness scalars, ``landscape_dir`` and ``landscape_source``, and
+    best.pt rows borrowing their epoch twin's landscape (module docstring)."""
+    df = df.drop(columns=[c for c in lands.columns if c != "sha256" and c in df.columns])
     df = df.merge(lands, on="sha256", how="left")
     for col in ("sharpness", "curvature", "landscape_dir"):
         if col not in df:
             df[col] = np.nan
     df["landscape_source"] = np.where(df["landscape_dir"].notna(), df["file"], None)
-    measured = collect_measures(measures)  # prefixed: a measure may share a landscape scalar's name
-    df = df.merge(measured.rename(columns={c: MEASURE_PREFIX + c for c in measured.columns if c != "sha256"}),
-                  on="sha256", how="left")
     _borrow_best_landscape(df, [c for c in lands.columns if c != "sha256"])
-
-    df = df.sort_values(["run", "epoch", "is_best", "file"], kind="stable").reset_index(drop=True)
-    extra = [c for c in df.columns if c not in COLUMNS]
-    return df[COLUMNS + extra]
+    return df
 
 
 def _run_rows(folder: Path, name: str, recomputer: "_Recompute", recompute: bool) -> list[dict[str, Any]]:
@@ -258,13 +280,11 @@ def _run_rows(folder: Path, name: str, recomputer: "_Recompute", recompute: bool
     from awp.checkpoint import read_checkpoint
     from awp.io import sha256_file
 
-    try:
-        run_config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+    run_config = read_config(folder)
     rows = []
     for path, _ in _select_files(folder):
         payload = read_checkpoint(path)
+        check_checkpoint(path, payload)
         config = payload.get("config") if isinstance(payload.get("config"), dict) else run_config
         metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
         if recompute or not _has_metrics(metrics):
@@ -280,12 +300,18 @@ def _run_rows(folder: Path, name: str, recomputer: "_Recompute", recompute: bool
             "arch": payload.get("arch"), "method": payload.get("method", config.get("method", "at")),
             "awp_gamma": float(payload.get("awp_gamma", config.get("awp_gamma", 0.0)) or 0.0),
             "awp_kind": config.get("awp_kind", "adversarial") or "adversarial", "seed": config.get("seed"),
-            "epoch": int(payload.get("epoch", -1)), "is_best": path.name == "best.pt",
+            "epoch": _epoch(payload), "is_best": path.name == "best.pt",
             "is_last": path.name == "last.pt", **values, "attack": attack, "metrics_source": source,
             "val_robust_acc": float(val) if isinstance(val, (int, float)) else np.nan,
         })
     covered = {r["epoch"] for r in rows if not r["is_last"]}
     return [r for r in rows if not r["is_last"] or r["epoch"] not in covered]
+
+
+def _epoch(payload: dict[str, Any]) -> int:
+    """The checkpoint's epoch; -1 where it records none (an imported checkpoint stores None)."""
+    epoch = payload.get("epoch")
+    return -1 if epoch is None else int(epoch)
 
 
 def _borrow_best_landscape(df: pd.DataFrame, columns: list[str]) -> None:
@@ -299,17 +325,6 @@ def _borrow_best_landscape(df: pd.DataFrame, columns: list[str]) -> None:
             for c in columns:
                 df.at[i, c] = df.at[j, c]
             df.at[i, "landscape_source"] = df.at[j, "file"]
-
-
-def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """A run's ``metrics.csv`` (one row per epoch) with the gap added; empty when absent."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        return pd.DataFrame()
-    m = pd.read_csv(path)
-    if {"train_robust_acc", "test_robust_acc"} <= set(m.columns):
-        m["gap"] = m["train_robust_acc"] - m["test_robust_acc"]
-    return m
 
 
 def unique_checkpoints(df: pd.DataFrame) -> pd.DataFrame:

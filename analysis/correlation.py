@@ -8,19 +8,39 @@ Kendall (tau-b) coefficients with scipy's p-values and percentile bootstrap conf
 
 The functional form :func:`correlation` (two arrays -> dict) and the table form :func:`correlate`
 (DataFrame -> one row per group) share one implementation, as in torchmetrics.
+:func:`correlation_table` is ``correlation.csv`` of ``awp figures`` (sharpness and curvature
+against the gap, over all checkpoints, per run and per label), written by :func:`write_correlation`.
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.catalog import unique_checkpoints
 from awp.errors import UsageError
+from awp.registry import unknown_name
 
 STATISTICS = ("pearson", "spearman", "kendall")
 MIN_POINTS = 3
+CORRELATION_CSV = "correlation.csv"
+FLATNESS = ("sharpness", "curvature")  # the landscape scalars of correlation.csv
+
+
+class NoCorrelation(UsageError):
+    """Too few checkpoints with both a flatness scalar and the gap for any correlation."""
+
+
+def check_columns(df: pd.DataFrame, columns: Sequence[str], kind: str = "column") -> None:
+    """One :class:`UsageError` line for the first of ``columns`` that ``df`` lacks, naming the
+    closest columns it has and then all of them (:func:`awp.registry.unknown_name`)."""
+    names = [str(c) for c in df.columns]
+    for col in columns:
+        if col not in df.columns:
+            raise unknown_name(kind, col, names, listing=", ".join(names))  # a catalog has more than 16
 
 
 def _check(n: int, x: str, y: str) -> None:
@@ -124,9 +144,7 @@ def correlate(df: pd.DataFrame, x: str = "sharpness", y: str = "gap", *, groupby
     A group with fewer than 3 points with finite x and y raises :class:`UsageError` when it is the
     only group; otherwise it is kept with NaN statistics and its n, so no group silently vanishes.
     """
-    for col in (x, y) + ((groupby,) if groupby else ()):
-        if col not in df.columns:
-            raise UsageError(f"no column {col!r} in the catalog; columns: {', '.join(map(str, df.columns))}")
+    check_columns(df, (x, y) + ((groupby,) if groupby else ()))
     groups = [("all", df)] if groupby is None else list(df.groupby(groupby, sort=True))
     rows = []
     for key, part in groups:
@@ -147,3 +165,33 @@ def correlate(df: pd.DataFrame, x: str = "sharpness", y: str = "gap", *, groupby
     table = pd.DataFrame(rows).reindex(columns=columns)
     table["n"] = table["n"].astype(int)
     return table
+
+
+def correlation_table(catalog: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """``correlation.csv``: each of :data:`FLATNESS` against the gap over all checkpoints (each set
+    of weights once), per run and per label (groups with fewer than 3 points have n and NaN
+    statistics); column ``groupby`` says which. :class:`NoCorrelation` when no scalar has 3 points."""
+    df = unique_checkpoints(catalog)
+    tables = []
+    for x in FLATNESS:
+        if x not in df or not np.isfinite(df[x].to_numpy(float)).any():
+            continue
+        for by in (None, "run", "label"):
+            try:
+                tables.append(correlate(df, x, "gap", groupby=by, n_boot=n_boot, seed=seed)
+                              .assign(groupby=by or "all"))
+            except UsageError:  # too few points in every group of this grouping: the others may do
+                pass
+    if not tables:
+        raise NoCorrelation("fewer than 3 checkpoints with both sharpness and gap: no correlation")
+    table = pd.concat(tables, ignore_index=True)
+    return table[["groupby"] + [c for c in table.columns if c != "groupby"]]
+
+
+def write_correlation(table: pd.DataFrame, out_dir: str | Path) -> Path:
+    """Write ``table`` (:func:`correlation_table`) as ``out_dir/correlation.csv``; returns its path."""
+    from awp.io import atomic_write_text
+
+    path = Path(out_dir) / CORRELATION_CSV
+    atomic_write_text(path, table.to_csv(index=False))
+    return path

@@ -8,7 +8,7 @@ The demo reproduces that chain on scikit-learn's 8x8 digits (the README's "What 
    unlabeled pool), and trains AT and AT-AWP (checkpoints every few epochs, so robust overfitting
    and early stopping are visible), TRADES, TRADES-AWP, MART, MART-AWP, RST, RST-AWP, each with
    several seeds (:class:`Settings`), plus a small gamma sweep of AT-AWP and random weight
-   perturbation (RWP) of AT-AWP's size, two runs at a time;
+   perturbation of AT-AWP's size (run name at-rwp), two runs at a time;
 2. computes every checkpoint's adversarial weight loss curve (PGD re-run at every perturbed
    weight, filter-normalized directions with the same seeds for every checkpoint);
 3. catalogs checkpoints with their gaps and sharpness, correlates them over every checkpoint of
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import json
 import multiprocessing
 import os
 import time
@@ -96,7 +95,8 @@ QUICK = Settings(epochs=6, save_every=2, eval_steps=3, standard_epochs=4, direct
 
 def demo_runs(s: Settings = Settings()) -> list[DemoRun]:
     """Every training run of the demo: the AT / AT-AWP pair over ``s.seeds``, TRADES, MART and RST
-    with their AWP variants over ``s.method_seeds``, the gamma sweep and RWP over ``s.sweep_seeds``."""
+    with their AWP variants over ``s.method_seeds``, the gamma sweep and random weight perturbation
+    over ``s.sweep_seeds``."""
     runs = [DemoRun(n, f"digits-{n}", {"seed": k}, every=True, seed=k) for k in s.seeds for n in ("at", "at-awp")]
     for k in s.method_seeds:
         for method in METHODS[1:]:
@@ -261,8 +261,9 @@ def _setup(run_dir: Path) -> dict[str, Any]:
     from awp.data import build_dataset
 
     from analysis.overfitting import decay_epochs
+    from analysis.readers import read_config
 
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = config_from_dict(read_config(run_dir))
     data = build_dataset(config.dataset, val_size=config.val_size, train_subset=config.train_subset,
                          split_seed=config.split_seed)
     return {"dataset": config.dataset, "train_images": len(data.train), "val_images": len(data.val or []),

@@ -22,10 +22,10 @@ import pandas as pd
 
 def decay_epochs(config: dict[str, Any]) -> list[float]:
     """Epochs at which a piecewise schedule decays the learning rate (milestone fraction x epochs);
-    none for the cosine and constant schedules."""
-    if config.get("schedule", "piecewise") != "piecewise":
+    none for the cosine and constant schedules, nor for a config that records no epochs or milestones."""
+    if config.get("schedule", "piecewise") != "piecewise" or config.get("epochs") is None:
         return []
-    return sorted(m * config["epochs"] for m in config.get("lr_milestones", []))
+    return sorted(m * config["epochs"] for m in config.get("lr_milestones") or [])
 
 
 def window(epochs: int, decay: float) -> int:
@@ -36,7 +36,7 @@ def window(epochs: int, decay: float) -> int:
 
 def overfitting_stats(metrics: pd.DataFrame, config: dict[str, Any]) -> dict[str, Any]:
     """The run's robust-overfitting numbers (see the module docstring) from its metrics.csv table
-    (:func:`analysis.catalog.read_metrics`) and config.json."""
+    (:func:`analysis.readers.read_metrics`) and config.json."""
     m = metrics.sort_values("epoch").reset_index(drop=True)
     decays = decay_epochs(config)
     decay = decays[0] if decays else 0.0

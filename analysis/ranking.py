@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.correlation import MIN_POINTS, STATISTICS, correlation
+from analysis.correlation import MIN_POINTS, STATISTICS, check_columns, correlation
 from awp.errors import UsageError, UserError
 
 AXES = ("epoch", "method", "awp_gamma", "seed")
@@ -46,10 +46,7 @@ def varying_axes(df: pd.DataFrame, axes: Sequence[str] | None = None) -> list[st
     present in ``df``; only the ones that take at least two values are kept."""
     if axes is None:
         axes = [a for a in AXES if a in df.columns]
-    missing = [a for a in axes if a not in df.columns]
-    if missing:
-        raise UsageError(f"no column {missing[0]!r} for a hyperparameter axis; "
-                         f"columns: {', '.join(map(str, df.columns))}")
+    check_columns(df, axes, "hyperparameter axis column")
     return [a for a in axes if df[a].nunique(dropna=True) >= 2]
 
 
@@ -89,9 +86,7 @@ def rank_measures(df: pd.DataFrame, measures: Sequence[str], gap: str = "gap", a
     measures = list(measures)
     if not measures:
         raise UsageError("no measures to rank")
-    for col in [gap, *measures, *fixed]:
-        if col not in df.columns:
-            raise UsageError(f"no column {col!r} in the table; columns: {', '.join(map(str, df.columns))}")
+    check_columns(df, [gap, *measures, *fixed])
     used = varying_axes(df, axes)
     rows = []
     for name in measures:
@@ -119,8 +114,8 @@ def plot_measure_ranking(ranking: pd.DataFrame, path: str | Path) -> list[Path]:
     import matplotlib
     from matplotlib.figure import Figure
 
+    from analysis.output import save_figure
     from analysis.style import STYLE
-    from awp.io import atomic_savefig, atomic_write_text
 
     for col in ("measure", "n", "kendall", "kendall_lo", "kendall_hi"):
         if col not in ranking.columns:
@@ -130,15 +125,16 @@ def plot_measure_ranking(ranking: pd.DataFrame, path: str | Path) -> list[Path]:
         raise UsageError("no measure has a Kendall tau to draw (fewer than 3 checkpoints each)")
     table = table.iloc[(-table["kendall"].abs()).argsort(kind="stable")].reset_index(drop=True)
     png = Path(path)
-    paths = [png, png.with_suffix(".pdf"), png.with_suffix(".csv")]
     ypos = np.arange(len(table))[::-1]  # the strongest on top
     level = f"{100 * float(table['ci'].iloc[0]):g}%" if "ci" in table else "confidence"
-    tau = table["kendall"].to_numpy(float)
-    err = np.nan_to_num(np.vstack([tau - table["kendall_lo"].to_numpy(float),
-                                   table["kendall_hi"].to_numpy(float) - tau]))
+    tau, lo, hi = (table[c].to_numpy(float) for c in ("kendall", "kendall_lo", "kendall_hi"))
+    # A percentile bootstrap interval need not contain the estimate (a few tied points): the bars
+    # reach from tau towards each end, clipped at tau, and the interval itself is drawn beneath them.
+    err = np.clip(np.nan_to_num(np.vstack([tau - lo, hi - tau])), 0, None)
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6.4, 1.5 + 0.3 * len(table)), layout="constrained")
         ax = fig.add_subplot()
+        ax.hlines(ypos, lo, hi, color="#a6cee3", lw=2)
         ax.errorbar(tau, ypos, xerr=err, fmt="o", ms=4, color="#1f78b4", ecolor="#a6cee3", elinewidth=2,
                     capsize=2, label=f"Kendall τ over all checkpoints (bootstrap {level} interval)")
         if "granulated_tau" in table and np.isfinite(table["granulated_tau"].to_numpy(float)).any():
@@ -154,10 +150,7 @@ def plot_measure_ranking(ranking: pd.DataFrame, path: str | Path) -> list[Path]:
                      " checkpoints)")
         ax.grid(alpha=0.3, axis="x")
         fig.legend(loc="outside lower center", ncol=2)
-        atomic_savefig(fig, paths[0], dpi=200, bbox_inches="tight")
-        atomic_savefig(fig, paths[1], bbox_inches="tight")
-    atomic_write_text(paths[2], table.to_csv(index=False))
-    return paths
+    return save_figure(fig, table, png.parent, png.stem)
 
 
 def rank_catalog(catalog: pd.DataFrame, gap: str = "gap", *, landscape: Sequence[str] = (),

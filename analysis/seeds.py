@@ -5,12 +5,17 @@ judged on the per-seed differences d_s = b_s - a_s: their mean, and the 95% t-in
 mean +- t_{0.975, n-1} * sd / sqrt(n) (sd with n - 1 in the denominator). An effect "holds beyond
 the seed spread" when that interval excludes 0. With three seeds t_{0.975, 2} = 4.30, so the mean
 must exceed about 2.5 standard deviations of the differences.
+
+Spreads over seeds are the sample standard deviation (n - 1; 0 with one seed) of :func:`mean_sd`,
+the one definition behind every "mean +- sd over seeds" of the figures, the summary and the
+report; :func:`over_seeds` applies it to each group of a table.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import pandas as pd
 from scipy import stats
 
 from awp.errors import UsageError
@@ -42,7 +47,25 @@ def paired_difference(base: Sequence[float], other: Sequence[float],
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 with one value) of a seed list."""
+    """Mean and sample standard deviation (n - 1; 0 with one value) of a seed list (NaN, NaN: empty)."""
     n = len(values)
+    if n == 0:
+        return math.nan, math.nan
     mean = sum(values) / n
     return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+def over_seeds(table: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
+    """:func:`mean_sd` of each of ``cols`` over the rows (seeds) of each ``by`` group: one row per
+    group (sorted) with ``{col}_mean``, ``{col}_sd`` and, where the table has a ``run`` column,
+    ``n_seeds``. A seed without the value (NaN) is left out of its group."""
+    rows = []
+    for key, part in table.groupby(by, sort=True):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for col in cols:
+            row[f"{col}_mean"], row[f"{col}_sd"] = mean_sd(part[col].dropna().astype(float).tolist())
+        if "run" in part:
+            row["n_seeds"] = part["run"].nunique()
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*by, *[f"{c}_{s}" for c in cols for s in ("mean", "sd")],
+                                       *(["n_seeds"] if "run" in table else [])])

@@ -4,18 +4,18 @@ each comparison as a paired difference over seeds (:func:`analysis.seeds.paired_
 Sections: the correlation of sharpness and gap over every checkpoint of every seed; AT's gap and
 sharpness over epochs (paper Fig. 1a) and its early-stopping checkpoint; robust overfitting of AT
 and AT-AWP from their per-epoch metrics (Rice et al. 2020; :mod:`analysis.overfitting`); AWP
-against its base method at the last checkpoint; the gamma sweep.
+against its base method at the last checkpoint; the gamma sweep. Which checkpoint is "the last"
+or "the early-stopping" one is :mod:`analysis.rows`' choice, the same as the figures'.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.catalog import read_metrics
+from analysis import rows as select
 from analysis.overfitting import overfitting_stats
+from analysis.readers import read_config, read_metrics
 from analysis.seeds import CONFIDENCE, mean_sd, paired_difference
 
 INTERVAL = "Student t-interval of the per-seed differences"
@@ -27,19 +27,14 @@ def _rows(catalog: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def _last(catalog: pd.DataFrame, name: str) -> dict[int, pd.Series]:
-    """seed -> the last non-best checkpoint with a landscape of each run called ``name``."""
-    part = _rows(catalog, name)
-    part = part[~part["is_best"] & part["sharpness"].notna()]
-    if part.empty:
-        return {}
-    return {int(r["seed"]): r for _, r in part.loc[part.groupby("run")["epoch"].idxmax()].iterrows()}
+    """seed -> the last epoch checkpoint with a sharpness of each run called ``name``."""
+    return select.by_seed(select.last_checkpoints(_rows(catalog, name), needs="sharpness"))
 
 
 def _at_epochs(catalog: pd.DataFrame) -> dict[str, Any]:
     """AT's gap and sharpness at every saved epoch: per seed, mean and sd over seeds, and the
     paired change from the first saved epoch to the last."""
-    at = _rows(catalog, "at")
-    at = at[~at["is_best"] & at["sharpness"].notna()]
+    at = select.epoch_checkpoints(_rows(catalog, "at"), needs="sharpness")
     if at.empty:
         return {}
     epochs = sorted(set.intersection(*(set(g["epoch"]) for _, g in at.groupby("seed"))))
@@ -61,8 +56,7 @@ def _early_stopping(catalog: pd.DataFrame) -> dict[str, Any]:
     """Each seed's best.pt (best validation robust accuracy) against its last checkpoint:
     differences last minus best (positive: the early-stopping checkpoint is smaller / flatter)."""
     last = _last(catalog, "at")
-    best = _rows(catalog, "at")
-    best = {int(r["seed"]): r for _, r in best[best["is_best"] & best["sharpness"].notna()].iterrows()}
+    best = select.by_seed(select.early_stopping(_rows(catalog, "at"), needs="sharpness"))
     seeds = sorted(set(last) & set(best))
     if not seeds:
         return {}
@@ -80,8 +74,8 @@ def _overfitting(catalog: pd.DataFrame) -> dict[str, Any]:
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for name in ("at", "at-awp"):
         for run_dir, g in _rows(catalog, name).groupby("run_dir"):
-            config = json.loads((Path(run_dir) / "config.json").read_text())
-            runs.setdefault(name, {})[int(g["seed"].iloc[0])] = overfitting_stats(read_metrics(run_dir), config)
+            stats = overfitting_stats(read_metrics(run_dir), read_config(run_dir))
+            runs.setdefault(name, {})[int(g["seed"].iloc[0])] = stats
     if "at" not in runs:
         return {}
     at = runs["at"]
@@ -119,7 +113,8 @@ def _pairs(catalog: pd.DataFrame, gammas: dict[str, float]) -> list[dict[str, An
 
 
 def _sweep(catalog: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
-    """AT, AT-AWP, the gamma sweep and RWP at the last checkpoint: mean and sd over their seeds."""
+    """AT, AT-AWP, the gamma sweep and random weight perturbation at the last checkpoint: mean and
+    sd over their seeds."""
     sweep = []
     for name in names:
         last = _last(catalog, name)

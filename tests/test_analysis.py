@@ -80,8 +80,14 @@ def test_correlate_groupby_one_row_per_group_matches_functional_form():
     whole = correlate(df, n_boot=50)
     assert len(whole) == 1 and whole.loc[0, "group"] == "all"
     assert whole.loc[0, "kendall"] == pytest.approx(correlation(x, y, n_boot=50)["kendall"])
-    with pytest.raises(UsageError, match="no column"):
+    with pytest.raises(UsageError, match="unknown column 'nope'; choose from: sharpness, gap, run"):
         correlate(df, x="nope")
+    with pytest.raises(UsageError, match="unknown column 'sharpnes'; did you mean sharpness"):
+        correlate(df, x="sharpnes")
+    wide = df.assign(**{f"measure_{i}": 0.0 for i in range(20)})  # a catalog has more columns than a list shows
+    with pytest.raises(UsageError) as exc:
+        correlate(wide, x="zzz")
+    assert str(exc.value) == f"unknown column 'zzz'; 23 columns: {', '.join(wide.columns)}"
 
 
 def test_labels_name_methods_kinds_and_sweeps():
@@ -198,6 +204,24 @@ def test_figures_command_on_foreign_runs(runs, tmp_path, capsys):
     overall = corr[(corr["groupby"] == "all") & (corr["x"] == "sharpness")].iloc[0]
     assert overall["spearman"] == pytest.approx(
         stats.spearmanr(ref["sharpness"], ref["gap"])[0], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_landscapes_joined_by_make_figures_equal_the_catalogs(runs, tmp_path):
+    """make_figures(landscapes=...) on a catalog without them joins them as collect_runs does (one
+    join: best.pt borrows its epoch twin's landscape), so the figures' tables are the same."""
+    from analysis.figures import make_figures
+
+    joined = collect_runs(runs / "runs", runs / "landscapes")
+    assert joined.loc[joined["is_best"], "landscape_source"].str.startswith("epoch_").all()  # borrowed
+    a = make_figures(joined, tmp_path / "a", n_boot=20, only=["fig_at_epochs", "fig_methods"])
+    b = make_figures(collect_runs(runs / "runs"), tmp_path / "b", landscapes=runs / "landscapes", n_boot=20,
+                     only=["fig_at_epochs", "fig_methods"])
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == 7
+    for path in a:
+        if path.suffix == ".csv":
+            assert path.read_text() == (tmp_path / "b" / path.name).read_text(), path.name
+    assert "early stop" in (tmp_path / "b" / "fig_methods.csv").read_text()
 
 
 @pytest.mark.slow

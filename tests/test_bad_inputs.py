@@ -54,6 +54,16 @@ CASES = [
     ("figures: missing runs folder", ["figures", "--runs", "{d}/nothere", "--out", "{out}"], 1, "not found"),
     ("figures: empty runs folder", ["figures", "--runs", "{d}/emptyruns", "--out", "{out}"], 1, "is empty"),
     ("figures: no --out", ["figures", "--runs", "{d}/runs"], 2, "--out"),
+    # issue 18: damaged inputs of correlate / figures
+    ("correlate: landscapes file not a landscape.json", ["correlate", "--runs", "{d}/single", "--landscapes",
+                                                         "{d}/a_file"], 1, "a_file is not a landscape.json file"),
+    ("figures: landscapes file not a landscape.json", ["figures", "--runs", "{d}/single", "--landscapes",
+                                                       "{d}/good.pt", "--out", "{out}"], 1,
+     "good.pt is not a landscape.json file"),
+    ("correlate: measures file not JSON", ["correlate", "--runs", "{d}/single", "--measures", "{d}/a_file",
+                                           "--ranking-dir", "{out}"], 1, "a_file: Expecting value"),
+    ("correlate: measures file binary", ["correlate", "--runs", "{d}/single", "--measures", "{d}/good.pt",
+                                         "--ranking-dir", "{out}"], 1, "good.pt: 'utf-8' codec can't decode"),
     # awp pseudo-label
     ("pseudo-label: missing checkpoint", ["pseudo-label", "{d}/missing.pt", "--out", "{out}/pl.npz"], 1, "not found"),
     ("pseudo-label: non-writable output", ["pseudo-label", "{d}/good.pt", "--out", "{d}/a_file/pl.npz"], 1, "is a file, not a folder"),
