@@ -177,7 +177,7 @@ def _sweep_section(summary: dict[str, Any]) -> list[str]:
     same = [a for a in adversarial if rwp and a["awp_gamma"] == rwp[0]["awp_gamma"]]
     if rwp and same:
         r, a = rwp[0], same[0]
-        lines.append(f"Random weight perturbation (RWP) of AT-AWP's relative size (gamma {r['awp_gamma']}) but a "
+        lines.append(f"Random weight perturbation of AT-AWP's relative size (gamma {r['awp_gamma']}) but a "
                      f"random direction: gap {r['gap']:.3f} against AWP's {a['gap']:.3f}, "
                      f"sharpness {r['sharpness']:.2f} "
                      f"against {a['sharpness']:.2f}"

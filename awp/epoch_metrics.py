@@ -7,6 +7,8 @@ are the quantities that may predict that gap; these are the metrics it is comput
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -22,7 +24,7 @@ COLUMNS = (["epoch", "lr", "awp_active", "train_batch_loss", "train_batch_adv_ac
 
 
 def epoch_metrics(model: nn.Module, data: DataSplits, config: TrainConfig, attack: AttackSpec,
-                  runtime: Runtime, splits: tuple[str, ...] = SPLITS) -> dict[str, float]:
+                  runtime: Runtime, splits: Sequence[str] = tuple(SPLITS)) -> dict[str, float]:
     """Clean and robust metrics of ``splits`` at the current weights: the first
     ``eval_train_samples`` training images, the whole validation split, the first
     ``eval_test_samples`` (or all) test images. Under DDP each rank measures images rank::world

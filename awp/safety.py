@@ -40,7 +40,8 @@ from awp.errors import UsageError, UserError, one_line
 
 DEFAULT_MAX_PARAMS = 1_000_000_000
 MAX_PARAMS_ENV = "AWP_MAX_PARAMS"
-NONFINITE_HINT = "--allow-nonfinite (eval, landscape, pseudo-label, import-checkpoint, export) loads it anyway"
+NONFINITE_HINT = ("--allow-nonfinite (eval, landscape, measures, pseudo-label, import-checkpoint, export) loads it "
+                  "anyway")
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefixes=("module.", "_orig_mod.")) -> dict[str, torch.Tensor]:

@@ -129,7 +129,7 @@ def check_keys(cls: type, keys: Sequence[str], what: str = "setting") -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in keys:
         if key not in names:
-            raise unknown_name(what, key, names, listing="see the config's fields")
+            raise unknown_name(what, key, names, listing=f"the fields of {cls.__name__}")
 
 
 def apply_overrides(obj: Any, overrides: Mapping[str, Any], what: str = "setting") -> Any:

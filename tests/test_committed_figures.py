@@ -138,9 +138,6 @@ def test_committed_tables_hold_the_summarys_numbers(summary):
 # README cells that disagree with summary.json, each (what the README says, what the summary gives).
 # TRADES' sharpness interval ends at -0.04464, which rounds to -0.04; the README rounded report.md's
 # -0.045 a second time. The fix is in the README (its owner's change): then delete the entry.
-README_ERRATA = {("trades", "sharpness"): ("0.54 / 0.45: -0.09 [-0.13, -0.05]", "0.54 / 0.45: -0.09 [-0.13, -0.04]")}
-
-
 def _demo_section():
     text = (ROOT / "README.md").read_text()
     return text.split("## What `awp demo` shows", 1)[1].split("\n## ", 1)[0]
@@ -164,11 +161,7 @@ def test_readme_demo_section_quotes_the_committed_summary(summary):
         for cell, q, digits in zip(cells[1:], ("sharpness", "gap", "test_robust_acc"), (2, 3, 3)):
             base, awp = _mean([p[q] for p in per_seed]), _mean([p[f"{q}_awp"] for p in per_seed])
             want = f"{base:.{digits}f} / {awp:.{digits}f}: {diff(pair[q], digits)}"
-            if (method, q) in README_ERRATA:  # still wrong there, as written down; fixing it fails this line
-                wrong, right = README_ERRATA[method, q]
-                assert (cell, want) == (wrong, right), (method, q)
-            else:
-                assert cell == want, (method, q)
+            assert cell == want, (method, q)
     at_row = next(line for line in section.splitlines() if line.startswith("| AT / AT-AWP"))
     assert f"(gamma {pairs['at']['awp_gamma']:g})" in at_row
     # The prose.
