@@ -24,7 +24,7 @@ import json
 import math
 import re
 import types
-from typing import Any, Callable, Iterator, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
 from awp.errors import UsageError
 from awp.registry import unknown_name
@@ -155,18 +155,21 @@ def flag(name: str) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, *, skip: Sequence[str] = (),
-                aliases: Mapping[str, Sequence[str]] | None = None,
-                helps: Mapping[str, str] | None = None) -> None:
+                aliases: Mapping[str, Sequence[str]] | None = None, helps: Mapping[str, str] | None = None,
+                choices: Mapping[str, Iterable[str]] | None = None) -> None:
     """One option per field of ``cls`` (not in ``skip``): ``--field-name VALUE``, booleans as
     ``--field-name`` / ``--no-field-name``; ``aliases`` adds older flags of a field (they stay in
-    users' scripts). The value stays text until :func:`from_options` coerces it; the default is
-    the dataclass's, shown in the help."""
+    users' scripts); ``choices`` names the registry of a field, whose names the help lists (the
+    dataclass's own check refuses others, naming the closest). The value stays text until
+    :func:`from_options` coerces it; the default is the dataclass's, shown in the help."""
     defaults = cls()
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         names = [flag(f.name), *(aliases or {}).get(f.name, ())]
         text = (helps or {}).get(f.name, f.name.replace("_", " "))
+        if f.name in (choices or {}):
+            text += f": {', '.join(choices[f.name])}"
         default = getattr(defaults, f.name)
         shown = "" if "default" in text else f" (default {_shown(default)})"
         if _base(field_hints(cls)[f.name])[0] is bool:

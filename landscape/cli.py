@@ -20,16 +20,16 @@ HELP = {
     "directions": "random directions per checkpoint", "seed": "directions use seeds S, S+1, ... for every "
     "checkpoint; also the attack's seed", "alphas": "start:stop:count or a comma list", "betas": "second axis of "
     "--surface (default: the alphas)", "surface": "2-D surface along the first two directions (also --grid2d)",
-    "normalization": "direction normalization: filter, layer or none", "ignore": "biases and BN affine: d = 0 "
-    "(biasbn) or d = w (none, Li et al.)", "split": "train, val or test", "samples": "images of the split (a fixed "
-    "seeded subset)", "sample_seed": "seed of the sample subset", "loss": "adversarial (PGD re-run at every point), "
-    "clean or fixed", "eps": "attack radius (default: the data set's evaluation threat model, CIFAR/SVHN 8/255, "
+    "normalization": "direction normalization", "ignore": "biases and BN affine: d = 0 (biasbn) or d = w (none, "
+    "Li et al.); one of", "split": "the split", "samples": "images of the split (a fixed seeded subset)",
+    "sample_seed": "seed of the sample subset", "loss": "the loss at every point (adversarial: PGD re-run there)",
+    "eps": "attack radius (default: the data set's evaluation threat model, CIFAR/SVHN 8/255, "
     "digits the training eps); fractions like 8/255 work", "step_size": "attack step (default: that threat "
     "model's, 2/255 on CIFAR, 1/255 on SVHN, eps/4 otherwise)", "steps": "PGD steps", "radius": "|alpha| of the "
     "sharpness scalar", "xi": "also worst- and average-case sharpness (Stutz et al. 2021) within ||nu_l|| <= xi "
     "||w_l|| per layer, e.g. 0.01 (0: off)", "xi_steps": "projected ascent steps of worst-case sharpness",
     "xi_draws": "random perturbations of average-case sharpness (also --xi-samples)", "batch_size": "batch size",
-    "precision": "autocast precision of the attacks and forwards: fp32, bf16 or fp16", "channels_last":
+    "precision": "autocast precision of the attacks and forwards", "channels_last":
     "channels_last memory format", "compile": "torch.compile the model", "measures": "'all' (the default) or a comma "
     "list of measure names (landscape.measures.MEASURES)", "clean": "the clean loss instead of the adversarial one",
 }
@@ -50,7 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p._negative_number_matcher = re.compile(r"^-\.?\d[\d.:,eE+-]*$")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     p.add_argument("--out", required=True, help="output folder (one subfolder per checkpoint, plus curves.png)")
-    add_options(p, LandscapeConfig, aliases={"surface": ["--grid2d"], "xi_draws": ["--xi-samples"]}, helps=HELP)
+    add_options(p, LandscapeConfig, aliases={"surface": ["--grid2d"], "xi_draws": ["--xi-samples"]}, helps=HELP,
+                choices=_choices())
     _run_flags(p)
 
     m = subparsers.add_parser(
@@ -60,10 +61,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "Kim et al. baselines) on a fixed seeded subset, cached and resumable.")
     m.add_argument("checkpoints", nargs="+", metavar="CKPT")
     m.add_argument("--out", required=True, help="output folder (one subfolder with measures.json per checkpoint)")
-    add_options(m, MeasureConfig, skip=("settings",), helps={**HELP, "seed": "the attack's seed"})
+    add_options(m, MeasureConfig, skip=("settings",), helps={**HELP, "seed": "the attack's seed"}, choices=_choices())
     m.add_argument("--set", action="append", default=[], metavar="MEASURE.KEY=VALUE",
                    help="a measure's setting, e.g. pac_bayes_sharpness.draws=3 (repeatable; typed like key=value)")
     _run_flags(m)
+
+
+def _choices() -> dict:
+    from awp.data import SPLITS
+    from awp.runtime import PRECISIONS
+    from landscape.directions import IGNORES, NORMALIZATIONS
+    from landscape.evaluate import LOSSES
+
+    return {"normalization": NORMALIZATIONS, "ignore": IGNORES, "split": SPLITS, "loss": LOSSES,
+            "precision": PRECISIONS}
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
