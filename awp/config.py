@@ -121,10 +121,9 @@ def _check_names(c: TrainConfig) -> None:
     from awp.threat import NORMS
 
     tables = (("data set", c.dataset, list_datasets()), ("model", c.model, list_models()),
-              ("method", c.method, list(METHODS)), ("norm", c.norm, list(NORMS)),
-              ("schedule", c.schedule, list(SCHEDULES)), ("lr_update", c.lr_update, LR_UPDATES.names()),
-              ("select_on", c.select_on, SELECTIONS.names()), ("precision", c.precision, list(PRECISIONS)),
-              ("weight perturbation (awp_kind)", c.awp_kind, _perturbation_names(PERTURBATIONS)))
+              ("method", c.method, METHODS), ("norm", c.norm, NORMS), ("schedule", c.schedule, SCHEDULES),
+              ("lr_update", c.lr_update, LR_UPDATES), ("select_on", c.select_on, SELECTIONS),
+              ("precision", c.precision, PRECISIONS), ("weight perturbation (awp_kind)", c.awp_kind, PERTURBATIONS))
     for kind, value, names in tables:
         check_choice(kind, value, names)
     if c.attack_mode is not None:
@@ -134,10 +133,6 @@ def _check_names(c: TrainConfig) -> None:
     require(isinstance(c.model_kwargs, dict), f"model_kwargs must be a dict, got {c.model_kwargs!r}")
     Augmentation.parse(c.augment or "none", c.padding_mode)
     check_bn_sequence(c.method, c.bn_sequence)
-
-
-def _perturbation_names(registry: Any) -> list[str]:
-    return [*registry.names(), *(alias for alias in ("adversarial",) if alias in registry)]
 
 
 def _check_numbers(c: TrainConfig) -> None:

@@ -96,7 +96,8 @@ def load_run(spec: str | Path, device: str | torch.device = "cpu", *, data_dir: 
     """
     checks = dict(allow_nonfinite=allow_nonfinite, max_params=max_params)
     text = str(spec)
-    if text.startswith(ROBUSTBENCH_PREFIX):
+    robustbench = text.startswith(ROBUSTBENCH_PREFIX)
+    if robustbench:
         name = text[len(ROBUSTBENCH_PREFIX):]
         if not name:
             raise UsageError("robustbench:NAME needs a model name, e.g. robustbench:Wu2020Adversarial_extra")
@@ -106,7 +107,7 @@ def load_run(spec: str | Path, device: str | torch.device = "cpu", *, data_dir: 
         model, meta = load_checkpoint(spec, map_location=device, **checks)
         meta["sha256"] = sha256_file(spec)
     config = _stored_config(meta)
-    if not text.startswith(ROBUSTBENCH_PREFIX):
+    if not robustbench:  # RobustBench's zoo is built for its own data set
         check_fits_data(meta["arch"], meta["arch_kwargs"], config.dataset, text)
     return LoadedCheckpoint(model=model, meta=meta, config=config, source=text, data_dir=data_dir, download=download,
                             _data=data)

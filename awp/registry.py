@@ -69,12 +69,11 @@ def unknown_name(kind: str, name: Any, names: Sequence[str], *, listing: str = "
 
 
 def check_choice(kind: str, value: Any, names: Any) -> Any:
-    """``value`` when it is one of ``names`` (a registry, a tuple, a dict's keys), else the one line
-    of :func:`unknown_name`."""
-    names = list(names)
-    if not isinstance(value, str) or value not in names:
-        raise unknown_name(kind, value, names)
-    return value
+    """``value`` when it is one of ``names`` (a registry, aliases included; a tuple; a dict's keys),
+    else the one line of :func:`unknown_name` under ``kind`` (e.g. the config key that holds it)."""
+    if isinstance(value, str) and value in names:
+        return value
+    raise unknown_name(kind, value, list(names))
 
 
 class Registry(Generic[T]):

@@ -88,7 +88,7 @@ def _typed(key: str, base: Any, value: Any) -> Any:
         return _finite(key, float(value))
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         items = get_args(base)
-        if items and items[0] is float or (len(items) == 2 and items[1] is Ellipsis and items[0] is float):
+        if items and items[0] is float:  # list[float], tuple[float, ...]
             value = [_typed(key, float, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
                      for v in value]
         return tuple(value) if origin is tuple else list(value)

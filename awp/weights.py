@@ -67,7 +67,8 @@ class WeightOffset:
                 if self.exact:
                     if name not in self._saved:
                         self._saved[name] = param.detach().clone()
-                    param.copy_(self._saved[name])
+                    elif name in self._moved:  # moved and not restored: start again from w0
+                        param.copy_(self._saved[name])
                     terms = new
                 else:  # moves add up; restore subtracts them all
                     terms = self._moved.get(name, ([], 0))[0] + new

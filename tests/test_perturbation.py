@@ -169,3 +169,29 @@ def test_relative_size_is_exact_on_a_wide_layer():
     w = model[1].weight.detach().double()
     ratio = v.tensors["1.weight"].double().norm() / w.norm()
     assert abs(float(ratio) / 0.01 - 1) < 1e-6
+
+
+def test_weight_offset_moves_from_the_centre_and_restores_bit_for_bit():
+    from awp.weights import WeightOffset
+
+    model = torch.nn.Linear(3, 2)
+    w0 = model.weight.detach().clone()
+    d = {"weight": torch.full_like(w0, 0.1)}
+    offset = WeightOffset(model)
+    offset.move([(1.0, d)])
+    offset.move([(2.0, d)])  # exact moves replace each other: w0 + 2d, not w0 + 3d
+    assert torch.equal(model.weight.detach(), w0 + 2.0 * d["weight"])
+    offset.restore()
+    assert torch.equal(model.weight.detach(), w0)
+    with torch.no_grad():  # a step taken at w + d (as AWP's): restore subtracts d, keeping the step
+        offset.move([(1.0, d)])
+        model.weight.add_(1.0)
+        offset.restore()
+    assert torch.allclose(model.weight.detach(), w0 + 1.0)
+    loose = WeightOffset(model, exact=False)
+    start = model.weight.detach().clone()
+    loose.move([(1.0, d)])
+    loose.move([(1.0, d)])  # moves add up without a saved copy
+    assert torch.allclose(model.weight.detach(), start + 2 * d["weight"])
+    loose.restore()
+    assert torch.allclose(model.weight.detach(), start)
