@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analysis.report import report_markdown
+from analysis.studies import DEFAULT_STUDY, STUDIES, study_folders, study_function
 from analysis.summary import build_summary
 from awp.errors import UsageError
 from awp.io import atomic_write_json, atomic_write_text, check_output_folder
@@ -277,8 +278,10 @@ def _setup(run_dir: Path) -> dict[str, Any]:
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="the whole story offline on digits: train, landscapes, correlation, figures",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="figures", help="figures, summary.json and report.md (default figures/)")
-    p.add_argument("--work", default="runs/demo", help="run folders and landscapes (default runs/demo)")
+    p.add_argument("--study", default=DEFAULT_STUDY, choices=STUDIES.names(), metavar="NAME",
+                   help="which study: " + "; ".join(f"{k}: {v}" for k, v in STUDIES.describe().items()))
+    p.add_argument("--out", help="figures, summary.json and report.md (default figures/, or figures/STUDY/)")
+    p.add_argument("--work", help="run folders and landscapes (default runs/demo, or runs/STUDY/)")
     p.add_argument("--quick", action="store_true", help="a small version (about a minute), for tests")
     p.add_argument("--workers", type=int, help="parallel processes (default: 2, or 1 on one core)")
 
@@ -286,5 +289,6 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    run_demo(args.out, args.work, quick=args.quick, workers=args.workers)
+    out, work = study_folders(args.study, args.out, args.work)
+    study_function(args.study)(out, work, quick=args.quick, workers=args.workers)
     return 0
